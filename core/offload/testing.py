@@ -48,6 +48,9 @@ def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 @asynccontextmanager
 async def serve_app(app: Sanic, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[RunningServer]:
     """Serve ``app`` on ``host`` inside the running event loop until the block exits."""
+    # Several apps in one process need Sanic's test mode: without it the second
+    # app's startup re-compiles methods the first already rewrote, and fails.
+    Sanic.test_mode = True
     sock = bind_loopback(host, port)
     bound_port = sock.getsockname()[1]
     server = await app.create_server(sock=sock, access_log=False, noisy_exceptions=False)

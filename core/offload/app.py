@@ -1,0 +1,197 @@
+"""The Sanic app factory: plugins -> pools -> engine -> routes."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import pluggy
+from sanic import Blueprint, Request, Sanic, response
+from sanic.response import HTTPResponse
+
+from .context import PluginContext
+from .engine import Engine
+from .errors import ConfigError
+from .plugins import call_for_plugin, installed_plugins, load_enabled_plugins, new_plugin_manager
+from .pool_config import PoolConfig, pool_config_from_options
+from .registry import Registry
+from .responses import JsonErrorHandler
+from .routing import RouteClaims, blueprint_routes, join_path
+from .settings import PLUGIN_CORE_DEFAULTS, Settings
+
+CORE_OWNER = "offload (built-in)"
+_app_numbers = itertools.count(1)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extra_plugins: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    rng: random.Random | None = None,
+) -> Sanic:
+    """Build the gateway for ``settings``; raises :class:`ConfigError` for anything to fix.
+
+    ``extra_plugins`` registers plugin objects directly by name (they must also be
+    enabled in ``settings``); ``rng`` seeds the policies for reproducible choices.
+    """
+    manager = new_plugin_manager()
+    enabled = settings.enabled_plugins()
+    load_enabled_plugins(manager, enabled, source=settings.source, extra_plugins=extra_plugins)
+    contexts = [plugin_context(manager, plugin, settings) for plugin in enabled]
+
+    registry = Registry()
+    for context in contexts:
+        for pool_config in plugin_pools(manager, context):
+            if pool_config.name in registry.pools:
+                raise ConfigError(f"server pool {pool_config.name!r} is defined by more than one plugin")
+            registry.add_pool(pool_config)
+            context.pool_names.append(pool_config.name)
+    try:
+        engine = Engine(registry, settings.gateway, rng=rng)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for context in contexts:
+        context.engine = engine
+
+    app = Sanic(name or f"offload_gateway_{next(_app_numbers)}", error_handler=JsonErrorHandler())
+    app.config.MOTD = False
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.ctx.settings = settings
+    app.ctx.engine = engine
+    app.ctx.registry = registry
+    app.ctx.plugins = contexts
+    app.ctx.plugin_manager = manager
+    app.ctx.draining = False
+
+    claims = RouteClaims()
+    add_builtin_routes(app, claims)
+    for context in contexts:
+        mount_plugin_routes(app, manager, context, claims)
+    add_lifecycle(app, manager, engine, contexts)
+    return app
+
+
+def plugin_context(manager: pluggy.PluginManager, plugin: str, settings: Settings) -> PluginContext:
+    """Merge core defaults, the plugin's defaults and the user's table; reject unknown keys."""
+    defaults: dict[str, Any] = {}
+    for declared in call_for_plugin(manager, plugin, "offload_default_settings"):
+        defaults.update(declared)
+    user = settings.plugins.get(plugin, {})
+    known = set(PLUGIN_CORE_DEFAULTS) | set(defaults)
+    unknown = sorted(set(user) - known)
+    if unknown:
+        raise ConfigError(
+            f"[plugins.{plugin}] in {settings.source} has unknown settings {unknown}; "
+            f"known settings: {', '.join(sorted(known))}"
+        )
+    options = {**PLUGIN_CORE_DEFAULTS, **defaults, **user}
+    prefix = options["prefix"]
+    if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
+        raise ConfigError(f"[plugins.{plugin}] prefix must be '' or a path starting with /, got {prefix!r}")
+    return PluginContext(name=plugin, options=options)
+
+
+def plugin_pools(manager: pluggy.PluginManager, context: PluginContext) -> list[PoolConfig]:
+    """The plugin's pools, or one pool named after it built from its options."""
+    declared = call_for_plugin(manager, context.name, "offload_pools", plugin=context)
+    if not declared:
+        return [pool_config_from_options(context.name, context.where, context.options)]
+    return [pool for pools in declared for pool in pools]
+
+
+def mount_plugin_routes(
+    app: Sanic, manager: pluggy.PluginManager, context: PluginContext, claims: RouteClaims
+) -> None:
+    """Register the plugin's blueprints under its prefix after checking for clashes."""
+    blueprints: list[Blueprint] = []
+    for declared in call_for_plugin(manager, context.name, "offload_routes", plugin=context):
+        blueprints.extend(declared if isinstance(declared, list) else [declared])
+    for blueprint in blueprints:
+        if blueprint.name in app.blueprints:
+            raise ConfigError(
+                f"plugin {context.name!r} returns blueprint {blueprint.name!r}, a name already mounted; rename it"
+            )
+        for method, path in blueprint_routes(blueprint, context.prefix):
+            claims.claim(f"plugin {context.name}", method, path)
+        prefix = join_path(context.prefix, blueprint.url_prefix)
+        app.blueprint(blueprint, url_prefix=None if prefix == "/" else prefix)
+
+
+def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
+    """``/health``, ``/servers`` and ``/plugins``."""
+    for path in ("/health", "/servers", "/plugins"):
+        claims.claim(CORE_OWNER, "GET", path)
+
+    async def health(request: Request) -> HTTPResponse:
+        registry: Registry = request.app.ctx.registry
+        pools = {
+            name: {"servers": len(pool), "available": sum(1 for s in pool.servers if s.available)}
+            for name, pool in registry.pools.items()
+        }
+        if request.app.ctx.draining:
+            return response.json({"status": "draining", "pools": pools}, status=503)
+        return response.json({"status": "ok", "pools": pools})
+
+    async def servers(request: Request) -> HTTPResponse:
+        engine: Engine = request.app.ctx.engine
+        pools = engine.registry.describe()
+        for name, description in pools.items():
+            description["throughput"] = engine.throughput(name)
+        return response.json({"pools": pools})
+
+    async def plugins(request: Request) -> HTTPResponse:
+        enabled = {context.name: context for context in request.app.ctx.plugins}
+        installed = [
+            {
+                "name": plugin.name,
+                "distribution": plugin.distribution,
+                "version": plugin.version,
+                "target": plugin.target,
+                "enabled": plugin.name in enabled,
+            }
+            for plugin in installed_plugins()
+        ]
+        loaded = [
+            {"name": context.name, "prefix": context.prefix or "/", "pools": context.pool_names}
+            for context in enabled.values()
+        ]
+        return response.json({"installed": installed, "enabled": loaded})
+
+    app.add_route(health, "/health", methods=["GET"], name="offload_health")
+    app.add_route(servers, "/servers", methods=["GET"], name="offload_servers")
+    app.add_route(plugins, "/plugins", methods=["GET"], name="offload_plugins")
+
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+def add_lifecycle(
+    app: Sanic, manager: pluggy.PluginManager, engine: Engine, contexts: list[PluginContext]
+) -> None:
+    """Start the engine and plugins with the server; drain and stop them with it."""
+
+    async def start(app: Sanic) -> None:
+        await engine.start()
+        for context in contexts:
+            for result in call_for_plugin(manager, context.name, "offload_startup", plugin=context):
+                await _maybe_await(result)
+
+    async def drain(app: Sanic) -> None:
+        # /health answers 503 from now on, so balancers stop sending us work.
+        app.ctx.draining = True
+        for context in reversed(contexts):
+            for result in call_for_plugin(manager, context.name, "offload_shutdown", plugin=context):
+                await _maybe_await(result)
+
+    async def stop(app: Sanic) -> None:
+        await engine.close()
+
+    app.register_listener(start, "before_server_start")
+    app.register_listener(drain, "before_server_stop")
+    app.register_listener(stop, "after_server_stop")

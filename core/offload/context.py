@@ -1,0 +1,56 @@
+"""What a plugin is handed: its name, its options, and a way to run tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine import Engine, OffloadResult, PoolUpdate, Task
+    from .registry import Pool
+
+
+@dataclass
+class PluginContext:
+    """One enabled plugin as the gateway sees it."""
+
+    name: str
+    options: dict[str, Any]
+    # Pools the plugin contributed, by name; the first is its default pool.
+    pool_names: list[str] = field(default_factory=list)
+    engine: Engine | None = None
+
+    @property
+    def where(self) -> str:
+        """The plugin's table in plugins.toml, for error messages."""
+        return f"[plugins.{self.name}]"
+
+    @property
+    def prefix(self) -> str:
+        """URL prefix the plugin's routes are mounted under ('' for the root)."""
+        return str(self.options.get("prefix", "")).rstrip("/")
+
+    @property
+    def default_pool(self) -> str:
+        """Name of the plugin's first pool."""
+        if not self.pool_names:
+            raise RuntimeError(f"plugin {self.name!r} has no server pool")
+        return self.pool_names[0]
+
+    def require_engine(self) -> Engine:
+        """The gateway's engine (set once the app is built)."""
+        if self.engine is None:
+            raise RuntimeError(f"plugin {self.name!r} is not attached to a gateway yet")
+        return self.engine
+
+    def pool(self, name: str | None = None) -> Pool:
+        """One of the plugin's pools (the default one when ``name`` is None)."""
+        return self.require_engine().registry.pool(name or self.default_pool)
+
+    async def offload(self, task: Task, *, server: str | None = None, pool: str | None = None) -> OffloadResult:
+        """Run ``task`` through the engine on the plugin's (default) pool."""
+        return await self.require_engine().offload(pool or self.default_pool, task, server=server)
+
+    async def update_pool(self, addresses: list[str], pool: str | None = None) -> PoolUpdate:
+        """Replace a pool's servers with those of ``addresses`` that pass a probe."""
+        return await self.require_engine().update_pool_from_list(pool or self.default_pool, addresses)

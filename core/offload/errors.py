@@ -1,0 +1,40 @@
+"""Exceptions the gateway raises, each carrying what a user needs to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(Exception):
+    """Configuration or plugin setup is wrong; the message is one line saying what to fix."""
+
+
+class OffloadError(Exception):
+    """A task could not be answered; rendered as a JSON error with ``status``.
+
+    ``status`` follows whose fault it is: 400/404/422 for the caller's mistake,
+    502 (unreachable or failing upstream), 503 (no server available) and 504
+    (upstream timeout) for an upstream's.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        server: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.server = server
+        self.details = details or {}
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        body: dict[str, Any] = {"error": self.message, "status_code": self.status}
+        if self.server is not None:
+            body["server"] = self.server
+        body.update(self.details)
+        return body

@@ -1,0 +1,81 @@
+"""The plugin contract: every hook a plugin may implement.
+
+A plugin is any importable object (usually a module) with functions marked
+``@hookimpl`` whose names and arguments match the stubs below. It is found
+through the entry-point group ``offload`` and loaded only when plugins.toml
+has an enabled ``[plugins.NAME]`` table for it.
+
+Hooks that describe one plugin (settings, pools, routes, startup, shutdown) are
+called for each enabled plugin on its own, with that plugin's
+:class:`~offload.context.PluginContext`; a plugin never sees another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from sanic import Blueprint
+
+    from .context import PluginContext
+    from .pool_config import PoolConfig
+
+PROJECT_NAME = "offload"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def offload_default_settings() -> dict[str, Any]:  # type: ignore[empty-body]
+    """Return the plugin's default options.
+
+    Called once at startup, before anything else of the plugin. The user's
+    ``[plugins.NAME]`` table is merged over these defaults. Besides its own keys
+    a plugin may set defaults for the keys the core understands (``prefix``,
+    ``servers``, ``servers_url``, ``policy``, ``consider_throughput``,
+    ``expected_throughput``, ``window_s``, ``timeout_s``, ``default_port``).
+    A key in the user's table that is neither is a startup error, so typos
+    are caught rather than silently ignored.
+    """
+
+
+@hookspec
+def offload_pools(plugin: PluginContext) -> list[PoolConfig] | None:  # type: ignore[empty-body]
+    """Return the server pools the plugin needs.
+
+    Called once at startup with the merged options in ``plugin.options``.
+    A plugin that does not implement this hook gets one pool named after
+    itself, built from its options (see
+    :func:`offload.pool_config.pool_config_from_options`). Raise
+    :class:`offload.ConfigError` for a bad option; its message is shown as is.
+    """
+
+
+@hookspec
+def offload_routes(plugin: PluginContext) -> Blueprint | list[Blueprint] | None:  # type: ignore[empty-body]
+    """Return a Sanic Blueprint (or several) with the plugin's routes.
+
+    Build a new Blueprint on every call: one process may create several apps.
+    The gateway mounts it under the plugin's ``prefix`` option. Handlers run a
+    task with ``await plugin.offload(Task(...), server=...)`` and answer with
+    :func:`offload.responses.envelope_response`. Two plugins claiming the same
+    method and path stop startup with an error naming both.
+    """
+
+
+@hookspec
+def offload_startup(plugin: PluginContext) -> Awaitable[None] | None:  # type: ignore[empty-body]
+    """Called when the gateway starts, after the engine is up; may return an awaitable.
+
+    Raise :class:`offload.ConfigError` to refuse to start (e.g. an unreachable
+    required resource); the message is shown as one line.
+    """
+
+
+@hookspec
+def offload_shutdown(plugin: PluginContext) -> Awaitable[None] | None:  # type: ignore[empty-body]
+    """Called when the gateway stops, before the engine closes; may return an awaitable."""

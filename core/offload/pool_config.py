@@ -1,0 +1,49 @@
+"""How a server pool is configured: its servers and how the engine decides among them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .settings import OptionReader, ServerSpec
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """One named pool of servers and its decision settings."""
+
+    name: str
+    servers: tuple[ServerSpec, ...] = ()
+    # Fetched at startup, answering {"data": [addresses]} (the original /getserverlists).
+    servers_url: str | None = None
+    policy: str = "min_latency"
+    # The original rule: run locally while the local throughput <= expected_throughput.
+    consider_throughput: bool = False
+    expected_throughput: int = 25
+    window_s: float = 1.0
+    timeout_s: float = 10.0
+    default_port: int = 5000
+
+
+def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) -> PoolConfig:
+    """Build a :class:`PoolConfig` from a plugin's merged options (core keys only).
+
+    ``where`` names the table in error messages, e.g. ``"[plugins.math]"``.
+    """
+    reader = OptionReader(where, options)
+    default_port = reader.integer("default_port", 1, 65535)
+    servers_url = reader.string("servers_url").strip() or None
+    if servers_url is not None and not servers_url.startswith(("http://", "https://")):
+        raise reader.fail("servers_url", "an http(s) URL answering {\"data\": [addresses]}")
+    return PoolConfig(
+        name=name,
+        servers=tuple(reader.servers("servers", default_port)),
+        servers_url=servers_url,
+        policy=reader.string("policy"),
+        consider_throughput=reader.boolean("consider_throughput"),
+        expected_throughput=reader.integer("expected_throughput", 0),
+        window_s=reader.positive_number("window_s"),
+        timeout_s=reader.positive_number("timeout_s"),
+        default_port=default_port,
+    )

@@ -1,0 +1,45 @@
+"""Turning results and errors into HTTP responses: always JSON, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Request, response
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+from sanic.response import HTTPResponse
+
+from .engine import OffloadResult
+from .errors import OffloadError
+
+SERVER_HEADER = "X-Offload-Server"
+
+log = logging.getLogger("offload.errors")
+
+
+def envelope_response(result: OffloadResult) -> HTTPResponse:
+    """The envelope as JSON, with the upstream's status and the answering server in a header."""
+    return response.json(result.envelope(), status=result.status_code, headers={SERVER_HEADER: result.server})
+
+
+def error_response(status: int, message: str, **extra: Any) -> HTTPResponse:
+    """A JSON error body ``{"error": message, "status_code": status, ...}``."""
+    return response.json({"error": message, "status_code": status, **extra}, status=status)
+
+
+class JsonErrorHandler(ErrorHandler):
+    """Renders every exception as a JSON error with the right status."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, OffloadError):
+            headers = {SERVER_HEADER: exception.server} if exception.server else None
+            return response.json(exception.to_json(), status=exception.status, headers=headers)
+        if isinstance(exception, SanicException):
+            status = exception.status_code
+            message = str(exception) or exception.message or "request failed"
+            if status == 404:
+                message = f"no route for {request.method} {request.path}"
+            return error_response(status, message)
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exception)
+        return error_response(500, f"internal error while handling {request.path}: {type(exception).__name__}")

@@ -1,0 +1,213 @@
+"""plugins.toml -> typed settings, with one clear line for anything wrong.
+
+Layout of the file::
+
+    [gateway]                 # optional; the gateway's own settings
+    host = "127.0.0.1"
+    port = 8899
+
+    [plugins.math]            # a table per plugin; present + enabled = loaded
+    enabled = true
+    prefix = ""
+    servers = [{ name = "local", url = "http://127.0.0.1:5000", local = true }]
+
+Everything under ``[plugins.NAME]`` is that plugin's options: the keys the
+core understands (``POOL_KEYS`` below, ``enabled``, ``prefix``) plus the keys the
+plugin declares through its ``offload_default_settings`` hook.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .addresses import DEFAULT_EDGE_PORT, normalize_url
+from .errors import ConfigError
+
+GATEWAY_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 8899,
+    "probe_interval_s": 5.0,
+    "probe_timeout_s": 1.0,
+    "probe_path": "/health",
+    "max_connections": 256,
+}
+
+POLICY_DEFAULT = "min_latency"
+
+# Options every plugin table may carry, understood by the core.
+PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "prefix": "",
+    "servers": [],
+    "servers_url": "",
+    "policy": POLICY_DEFAULT,
+    "consider_throughput": False,
+    "expected_throughput": 25,
+    "window_s": 1.0,
+    "timeout_s": 10.0,
+    "default_port": DEFAULT_EDGE_PORT,
+}
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The gateway's own settings (``[gateway]`` table)."""
+
+    host: str = GATEWAY_DEFAULTS["host"]
+    port: int = GATEWAY_DEFAULTS["port"]
+    probe_interval_s: float = GATEWAY_DEFAULTS["probe_interval_s"]
+    probe_timeout_s: float = GATEWAY_DEFAULTS["probe_timeout_s"]
+    probe_path: str = GATEWAY_DEFAULTS["probe_path"]
+    max_connections: int = GATEWAY_DEFAULTS["max_connections"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything read from plugins.toml."""
+
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    # Raw option tables per plugin name, in file order; merged with defaults later.
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    def enabled_plugins(self) -> list[str]:
+        """Names of plugins whose table is present and not ``enabled = false``."""
+        return [name for name, table in self.plugins.items() if table.get("enabled", True) is not False]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A configured server: a name, a base URL, and whether it is the device itself."""
+
+    name: str
+    url: str
+    local: bool = False
+
+
+class OptionReader:
+    """Typed access to one TOML table; every failure names the table and key."""
+
+    def __init__(self, where: str, table: Mapping[str, Any]) -> None:
+        self.where = where
+        self.table = table
+
+    def fail(self, key: str, expected: str) -> ConfigError:
+        value = self.table.get(key)
+        return ConfigError(f"{self.where} {key} must be {expected}, got {value!r}")
+
+    def boolean(self, key: str) -> bool:
+        value = self.table[key]
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false")
+        return value
+
+    def string(self, key: str) -> str:
+        value = self.table[key]
+        if not isinstance(value, str):
+            raise self.fail(key, "a string")
+        return value
+
+    def integer(self, key: str, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self.table[key]
+        in_range = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        if not in_range or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise self.fail(key, f"an integer of at least {minimum}{upper}")
+        return int(value)
+
+    def positive_number(self, key: str) -> float:
+        value = self.table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise self.fail(key, "a positive number")
+        return float(value)
+
+    def servers(self, key: str, default_port: int) -> list[ServerSpec]:
+        """A list of ``"host:port"`` strings or ``{name, url, local}`` tables."""
+        value = self.table[key]
+        if not isinstance(value, list):
+            raise self.fail(key, 'a list of addresses or {name = "...", url = "..."} tables')
+        specs: list[ServerSpec] = []
+        for index, item in enumerate(value):
+            item_where = f"{self.where} {key}[{index}]"
+            if isinstance(item, str):
+                item = {"url": item}
+            if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+                raise ConfigError(f"{item_where} must be an address or a table with a url, got {item!r}")
+            unknown = set(item) - {"name", "url", "local"}
+            if unknown:
+                raise ConfigError(f"{item_where} has unknown keys {sorted(unknown)}; allowed: name, url, local")
+            try:
+                url = normalize_url(item["url"], default_port)
+            except ValueError as exc:
+                raise ConfigError(f"{item_where}: {exc}") from None
+            name = item.get("name", url.split("://", 1)[1])
+            local = item.get("local", False)
+            if not isinstance(name, str) or not name or not isinstance(local, bool):
+                raise ConfigError(f"{item_where} name must be a non-empty string and local true or false")
+            specs.append(ServerSpec(name=name, url=url, local=local))
+        names = [spec.name for spec in specs]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ConfigError(f"{self.where} {key} names {duplicated} more than once; server names must be unique")
+        return specs
+
+
+def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> GatewaySettings:
+    """Validate the ``[gateway]`` table."""
+    unknown = set(table) - set(GATEWAY_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {', '.join(GATEWAY_DEFAULTS)}")
+    reader = OptionReader(where, {**GATEWAY_DEFAULTS, **table})
+    probe_path = reader.string("probe_path")
+    if not probe_path.startswith("/"):
+        raise reader.fail("probe_path", "a path starting with /")
+    return GatewaySettings(
+        host=reader.string("host"),
+        port=reader.integer("port", 0, 65535),
+        probe_interval_s=reader.positive_number("probe_interval_s"),
+        probe_timeout_s=reader.positive_number("probe_timeout_s"),
+        probe_path=probe_path,
+        max_connections=reader.integer("max_connections", 1),
+    )
+
+
+def parse_settings(document: Mapping[str, Any], source: str = "<memory>") -> Settings:
+    """Validate a parsed plugins.toml document."""
+    unknown = set(document) - {"gateway", "plugins"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level tables {sorted(unknown)}; allowed: gateway, plugins")
+    gateway_table = document.get("gateway", {})
+    plugins_table = document.get("plugins", {})
+    if not isinstance(gateway_table, dict):
+        raise ConfigError(f"{source}: [gateway] must be a table")
+    if not isinstance(plugins_table, dict):
+        raise ConfigError(f"{source}: [plugins] must be a table of [plugins.NAME] tables")
+    plugins: dict[str, dict[str, Any]] = {}
+    for name, table in plugins_table.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: plugins.{name} must be a table ([plugins.{name}])")
+        if not isinstance(table.get("enabled", True), bool):
+            raise ConfigError(f"{source}: [plugins.{name}] enabled must be true or false")
+        plugins[name] = dict(table)
+    return Settings(gateway=parse_gateway(gateway_table), plugins=plugins, source=source)
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate plugins.toml; raises :class:`ConfigError` with one line."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file; pass --config PATH to a plugins.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    return parse_settings(document, source=str(file))

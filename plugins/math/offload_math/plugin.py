@@ -1,0 +1,90 @@
+"""Routes of the math plugin: the original app.py's interface plus CPU-heavy tasks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sanic import Blueprint, Request, response
+from sanic.response import HTTPResponse
+
+from offload import OffloadError, Task, hookimpl
+from offload.context import PluginContext
+from offload.health import parse_server_list
+from offload.responses import envelope_response
+
+from .inputs import HASH_CHAIN_MAX, MATMUL_MAX, NTH_PRIME_MAX, bounded_int, finite_number
+
+
+@hookimpl
+def offload_default_settings() -> dict[str, Any]:
+    # The original experiment: minimum latency, local while <= 25 requests/s.
+    return {"policy": "min_latency", "consider_throughput": True, "expected_throughput": 25}
+
+
+def requested_server(request: Request) -> str | None:
+    """``?server=NAME_OR_ADDRESS``, as the original allowed (checked against the pool)."""
+    return request.args.get("server") or None
+
+
+@hookimpl
+def offload_routes(plugin: PluginContext) -> Blueprint:
+    blueprint = Blueprint(f"offload_math_{id(plugin)}")
+
+    async def run(request: Request, path: str) -> HTTPResponse:
+        result = await plugin.offload(Task(path), server=requested_server(request))
+        return envelope_response(result)
+
+    @blueprint.get("/")
+    async def hello(request: Request) -> HTTPResponse:
+        """Hello world from the chosen server (its /hello)."""
+        return await run(request, "/hello")
+
+    @blueprint.get("/square/<num>")
+    async def square(request: Request, num: str) -> HTTPResponse:
+        """``num`` squared on the chosen server: 20 -> "400.0"."""
+        return await run(request, f"/offloading/{finite_number('num', num)}")
+
+    @blueprint.get("/nthprime/<n>")
+    async def nth_prime(request: Request, n: str) -> HTTPResponse:
+        """The n-th prime (CPU-bound)."""
+        return await run(request, f"/tasks/nthprime/{bounded_int('n', n, NTH_PRIME_MAX)}")
+
+    @blueprint.get("/matmul/<n>")
+    async def matmul(request: Request, n: str) -> HTTPResponse:
+        """Checksum of an n x n integer matrix product (CPU-bound)."""
+        return await run(request, f"/tasks/matmul/{bounded_int('n', n, MATMUL_MAX)}")
+
+    @blueprint.get("/hashchain/<rounds>")
+    async def hash_chain(request: Request, rounds: str) -> HTTPResponse:
+        """SHA-256 iterated ``rounds`` times (CPU-bound)."""
+        return await run(request, f"/tasks/hashchain/{bounded_int('rounds', rounds, HASH_CHAIN_MAX)}")
+
+    async def fetch_remote_list(request: Request) -> tuple[list[str], str, float]:
+        started = time.perf_counter()
+        result = await plugin.offload(Task("/getserverlists"), server=requested_server(request))
+        if result.status_code != 200:
+            raise OffloadError(502, f"server {result.server!r} answered HTTP {result.status_code} for its list")
+        return parse_server_list(result.data, result.server), result.server, time.perf_counter() - started
+
+    @blueprint.get("/getserverlists")
+    async def get_server_lists(request: Request) -> HTTPResponse:
+        """The server list a chosen edge advertises (the original protocol)."""
+        addresses, server, elapsed = await fetch_remote_list(request)
+        return response.json({"data": addresses, "server": server, "status_code": 200, "time": elapsed})
+
+    @blueprint.get("/listservers")
+    async def list_servers(request: Request) -> HTTPResponse:
+        """Addresses of the servers currently in the pool."""
+        return response.json({"data": plugin.pool().addresses()})
+
+    @blueprint.get("/updateservers")
+    async def update_servers(request: Request) -> HTTPResponse:
+        """Replace the pool with the edge's list: probe each, drop failures, drop duplicates."""
+        addresses, server, elapsed = await fetch_remote_list(request)
+        update = await plugin.update_pool(addresses)
+        return response.json(
+            {"data": update.kept, "dropped": update.dropped, "server": server, "status_code": 200, "time": elapsed}
+        )
+
+    return blueprint

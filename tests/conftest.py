@@ -1,0 +1,67 @@
+"""Shared fixtures: real edge servers and real gateways on loopback ephemeral ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from offload.app import create_app
+from offload.pytest_plugin import ServerFactory
+from offload.settings import parse_settings
+from offload.testing import RunningServer
+from offload_edge.app import EdgeConfig, create_edge_app
+
+EdgeFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+def edge(test_server: ServerFactory) -> EdgeFactory:
+    """Factory: ``server = await edge("edge1", delay_ms=5, peers=[...])`` — a real edge node."""
+
+    async def start(name: str = "edge", *, delay_ms: float = 0.0, peers: list[str] | None = None) -> RunningServer:
+        config = EdgeConfig(name=name, delay_ms=delay_ms, peers=list(peers or []), processes=1)
+        return await test_server(create_edge_app(config))
+
+    return start
+
+
+class Gateway:
+    """A running gateway and a client session bound to it."""
+
+    def __init__(self, server: RunningServer, client: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.client = client
+        self.app = server.app
+
+    async def get_json(self, path: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """GET ``path``; returns (status, parsed JSON body, response)."""
+        async with self.client.get(path, **kwargs) as response:
+            return response.status, await response.json(), response
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest_asyncio.fixture
+async def gateway(test_server: ServerFactory) -> AsyncIterator[GatewayFactory]:
+    """Factory: ``gw = await gateway({"plugins": {"math": {...}}}, extra_plugins=...)``."""
+    async with AsyncExitStack() as stack:
+
+        async def start(document: dict[str, Any], **create_kwargs: Any) -> Gateway:
+            settings = parse_settings(document, source="test plugins.toml")
+            server = await test_server(create_app(settings, **create_kwargs))
+            client = aiohttp.ClientSession(base_url=server.url)
+            stack.push_async_callback(client.close)
+            return Gateway(server, client)
+
+        yield start
+
+
+def servers_table(*pairs: tuple[str, RunningServer], local: str | None = None) -> list[dict[str, Any]]:
+    """plugins.toml ``servers`` entries for running edges; ``local`` names the device itself."""
+    return [{"name": name, "url": server.url, "local": name == local} for name, server in pairs]
