@@ -103,9 +103,7 @@ def plugin_pools(manager: pluggy.PluginManager, context: PluginContext) -> list[
     return [pool for pools in declared for pool in pools]
 
 
-def mount_plugin_routes(
-    app: Sanic, manager: pluggy.PluginManager, context: PluginContext, claims: RouteClaims
-) -> None:
+def mount_plugin_routes(app: Sanic, manager: pluggy.PluginManager, context: PluginContext, claims: RouteClaims) -> None:
     """Register the plugin's blueprints under its prefix after checking for clashes."""
     blueprints: list[Blueprint] = []
     for declared in call_for_plugin(manager, context.name, "offload_routes", plugin=context):
@@ -171,9 +169,7 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
-def add_lifecycle(
-    app: Sanic, manager: pluggy.PluginManager, engine: Engine, contexts: list[PluginContext]
-) -> None:
+def add_lifecycle(app: Sanic, manager: pluggy.PluginManager, engine: Engine, contexts: list[PluginContext]) -> None:
     """Start the engine and plugins with the server; drain and stop them with it."""
 
     async def start(app: Sanic) -> None:

@@ -178,9 +178,7 @@ class Engine:
             server = pool.find(requested)
             if server is None:
                 names = ", ".join(f"{s.name} ({s.address})" for s in pool.servers) or "none"
-                raise OffloadError(
-                    400, f"server {requested!r} is not in pool {pool.name!r}; choose one of: {names}"
-                )
+                raise OffloadError(400, f"server {requested!r} is not in pool {pool.name!r}; choose one of: {names}")
             return server
         if not pool.servers:
             raise OffloadError(503, f"pool {pool.name!r} has no servers; add some in plugins.toml")
@@ -231,9 +229,7 @@ class Engine:
 
     async def _send(self, pool: Pool, target: Server, task: Task) -> tuple[int, Any]:
         """One HTTP call; updates the server's state; maps failures to 502/504."""
-        timeout = (
-            aiohttp.ClientTimeout(total=task.timeout_s) if task.timeout_s else self.timeouts[pool.name]
-        )
+        timeout = aiohttp.ClientTimeout(total=task.timeout_s) if task.timeout_s else self.timeouts[pool.name]
         where = f"server {target.name!r} ({target.url})"
         target.inflight += 1
         target.requests += 1
@@ -253,14 +249,10 @@ class Engine:
         except TimeoutError:
             target.failures += 1
             target.last_error = f"timed out after {timeout.total:g} s"
-            raise OffloadError(
-                504, f"{where} did not answer within {timeout.total:g} s", server=target.name
-            ) from None
+            raise OffloadError(504, f"{where} did not answer within {timeout.total:g} s", server=target.name) from None
         except aiohttp.ClientError as exc:
             target.mark_down(f"unreachable: {describe_exception(exc)}")
-            raise OffloadError(
-                502, f"{where} is unreachable: {describe_exception(exc)}", server=target.name
-            ) from None
+            raise OffloadError(502, f"{where} is unreachable: {describe_exception(exc)}", server=target.name) from None
         finally:
             target.inflight -= 1
         elapsed = time.perf_counter() - sent

@@ -33,9 +33,7 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def probe_server(
-    session: aiohttp.ClientSession, server: Server, path: str, timeout_s: float
-) -> ProbeResult:
+async def probe_server(session: aiohttp.ClientSession, server: Server, path: str, timeout_s: float) -> ProbeResult:
     """GET ``path`` on ``server``; any answer below 500 means it is alive."""
     started = time.perf_counter()
     try:

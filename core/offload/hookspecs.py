@@ -78,4 +78,9 @@ def offload_startup(plugin: PluginContext) -> Awaitable[None] | None:  # type: i
 
 @hookspec
 def offload_shutdown(plugin: PluginContext) -> Awaitable[None] | None:  # type: ignore[empty-body]
-    """Called when the gateway stops, before the engine closes; may return an awaitable."""
+    """Called when the gateway stops, before the engine closes; may return an awaitable.
+
+    ``/health`` already answers 503 ("draining") at this point. Release what
+    ``offload_startup`` acquired (connections, files, background tasks); the
+    engine's HTTP session is still open, so a final call upstream still works.
+    """

@@ -90,9 +90,7 @@ def load_enabled_plugins(
             plugin: Any = extra[name]
         else:
             if allowed is not None and name not in allowed:
-                raise ConfigError(
-                    f"plugin {name!r} is enabled in {source} but {LOAD_ALLOWLIST_ENV} does not list it"
-                )
+                raise ConfigError(f"plugin {name!r} is enabled in {source} but {LOAD_ALLOWLIST_ENV} does not list it")
             entry = available.get(name)
             if entry is None:
                 known = ", ".join(sorted(available)) or "none"
@@ -111,7 +109,8 @@ def load_enabled_plugins(
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"plugin {exc.plugin_name!r} implements an unknown hook: {exc}") from None
+        culprit = manager.get_name(exc.plugin) or repr(exc.plugin)
+        raise ConfigError(f"plugin {culprit!r} implements an unknown hook: {exc}") from None
 
 
 def call_for_plugin(manager: pluggy.PluginManager, plugin_name: str, hook_name: str, **kwargs: Any) -> list[Any]:

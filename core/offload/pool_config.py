@@ -35,7 +35,7 @@ def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) 
     default_port = reader.integer("default_port", 1, 65535)
     servers_url = reader.string("servers_url").strip() or None
     if servers_url is not None and not servers_url.startswith(("http://", "https://")):
-        raise reader.fail("servers_url", "an http(s) URL answering {\"data\": [addresses]}")
+        raise reader.fail("servers_url", 'an http(s) URL answering {"data": [addresses]}')
     return PoolConfig(
         name=name,
         servers=tuple(reader.servers("servers", default_port)),

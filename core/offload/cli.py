@@ -1,0 +1,136 @@
+"""The ``offload`` command: serve, demo, plugins, validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError
+from .settings import Settings, load_settings
+
+CONFIG_ENV = "OFFLOAD_CONFIG"
+DEFAULT_CONFIG = "plugins.toml"
+
+
+def config_path(value: str | None) -> Path:
+    """--config, else $OFFLOAD_CONFIG, else ./plugins.toml."""
+    return Path(value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    settings = load_settings(config_path(args.config))
+    host = args.host or settings.gateway.host
+    port = settings.gateway.port if args.port is None else args.port
+    app = create_app(settings, name="offload_gateway")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        app.run(host=host, port=port, single_process=True, access_log=args.access_log, motd=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    path = config_path(args.config)
+    app = create_app(load_settings(path))
+    registry = app.ctx.registry
+    for context in app.ctx.plugins:
+        pools = ", ".join(f"{name} ({len(registry.pool(name))} servers)" for name in context.pool_names)
+        print(f"plugin {context.name}: prefix {context.prefix or '/'}, pools {pools}")
+    print(f"{path}: ok")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import installed_plugins
+
+    path = config_path(args.config)
+    settings = load_settings(path) if path.exists() else Settings()
+    enabled = set(settings.enabled_plugins())
+    rows = [
+        {
+            "name": plugin.name,
+            "distribution": plugin.distribution,
+            "version": plugin.version,
+            "target": plugin.target,
+            "enabled": plugin.name in enabled,
+        }
+        for plugin in installed_plugins()
+    ]
+    missing = sorted(enabled - {row["name"] for row in rows})
+    if args.json:
+        print(json.dumps({"installed": rows, "enabled_but_missing": missing}, indent=2))
+        return 0
+    print(f"{'name':<14} {'distribution':<22} {'version':<10} {'enabled':<8} target")
+    for row in rows:
+        enabled_text = "yes" if row["enabled"] else "no"
+        print(
+            f"{row['name']:<14} {row['distribution'] or '?':<22} {row['version'] or '?':<10} "
+            f"{enabled_text:<8} {row['target']}"
+        )
+    for name in missing:
+        print(f"{name:<14} {'(not installed)':<22} {'-':<10} {'yes':<8} -")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        port=args.port, requests=args.requests, serve=args.serve, expected_throughput=args.expected_throughput
+    )
+    try:
+        return asyncio.run(run_demo(options))
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offload", description="Offload HTTP tasks to the best edge server.")
+    parser.add_argument("--version", action="version", version=f"offload {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help=f"plugins.toml (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
+    serve.add_argument("--host", help="address to listen on (default: [gateway] host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: [gateway] port, 8899)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.set_defaults(handler=cmd_serve)
+
+    validate = commands.add_parser("validate", help="check plugins.toml and the plugins it enables")
+    validate.add_argument("--config", help=f"plugins.toml (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
+    validate.set_defaults(handler=cmd_validate)
+
+    plugins = commands.add_parser("plugins", help="list installed plugins and whether they are enabled")
+    plugins.add_argument("--config", help=f"plugins.toml (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=cmd_plugins)
+
+    demo = commands.add_parser("demo", help="edges + gateway on loopback, and the original experiment")
+    demo.add_argument("--serve", action="store_true", help="keep the gateway up for curl instead")
+    demo.add_argument("--port", type=int, default=8899, help="gateway port (default: %(default)s)")
+    demo.add_argument("--requests", type=int, default=1000, help="requests to replay (default: %(default)s)")
+    demo.add_argument("--expected-throughput", type=int, default=25, help="local limit per second (default: 25)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``offload`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"offload: error: {exc}", file=sys.stderr)
+        return 2

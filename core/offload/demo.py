@@ -1,0 +1,261 @@
+"""``offload demo``: edges and a gateway on loopback, and the original experiment through them.
+
+Three edge servers (the device itself and two remote edges with different
+simulated link delays) and a gateway with the math plugin run as separate
+processes on 127.0.0.1, exactly as ``offload-edge`` and ``offload serve`` would.
+The experiment is the original one: 1000 requests with 1-5 ms gaps, the
+throughput rule on, 25 requests per second allowed locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from .processes import ProcessGroup, StartupError
+from .stats import mean, percentile
+
+DEMO_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class EdgePlan:
+    """One edge server of the demo."""
+
+    name: str
+    delay_ms: float
+    local: bool = False
+
+
+DEMO_EDGES = (
+    EdgePlan("local", 0.0, local=True),
+    EdgePlan("edge-near", 2.0),
+    EdgePlan("edge-far", 10.0),
+)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``offload demo`` was asked to do."""
+
+    port: int = 8899
+    requests: int = 1000
+    min_gap_ms: float = 1.0
+    max_gap_ms: float = 5.0
+    expected_throughput: int = 25
+    serve: bool = False
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request of the experiment as the client saw it."""
+
+    sent_at: float
+    latency_s: float
+    status: int
+    server: str
+    throughput: int | None
+
+
+def free_port(host: str = DEMO_HOST) -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def gateway_config(edges: dict[str, str], expected_throughput: int) -> str:
+    """plugins.toml text for the demo's gateway."""
+    lines = [
+        "[gateway]",
+        f'host = "{DEMO_HOST}"',
+        "probe_interval_s = 1.0",
+        "",
+        "[plugins.math]",
+        'policy = "min_latency"',
+        "consider_throughput = true",
+        f"expected_throughput = {expected_throughput}",
+        "window_s = 1.0",
+        "timeout_s = 10.0",
+        "servers = [",
+    ]
+    for plan in DEMO_EDGES:
+        local = "true" if plan.local else "false"
+        lines.append(f'  {{ name = "{plan.name}", url = "{edges[plan.name]}", local = {local} }},')
+    lines.append("]")
+    return "\n".join(lines) + "\n"
+
+
+async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: Path) -> str:
+    """Start the edges and the gateway; return the gateway's base URL."""
+    ports = {plan.name: free_port() for plan in DEMO_EDGES}
+    addresses = [f"{DEMO_HOST}:{port}" for port in ports.values()]
+    edges: dict[str, str] = {}
+    started = []
+    for plan in DEMO_EDGES:
+        url = f"http://{DEMO_HOST}:{ports[plan.name]}"
+        edges[plan.name] = url
+        argv = [
+            sys.executable, "-m", "offload_edge",
+            "--host", DEMO_HOST, "--port", str(ports[plan.name]), "--name", plan.name,
+            "--delay-ms", str(plan.delay_ms), "--peers", ",".join(addresses), "--processes", "1",
+        ]  # fmt: skip
+        started.append(group.start(plan.name, argv, url + "/health"))
+    await asyncio.gather(*(group.wait_healthy(process) for process in started))
+
+    config_path = workdir / "plugins.toml"
+    config_path.write_text(gateway_config(edges, options.expected_throughput))
+    gateway_url = f"http://{DEMO_HOST}:{options.port}"
+    argv = [
+        sys.executable, "-m", "offload", "serve",
+        "--config", str(config_path), "--host", DEMO_HOST, "--port", str(options.port),
+    ]  # fmt: skip
+    await group.wait_healthy(group.start("gateway", argv, gateway_url + "/health"))
+    return gateway_url
+
+
+async def replay_experiment(gateway_url: str, options: DemoOptions) -> list[Sample]:
+    """Open-loop load: request i is sent at its scheduled time whatever earlier ones are doing."""
+    rng = random.Random(options.seed)
+    samples: list[Sample] = []
+    origin = time.perf_counter()
+
+    async def one(session: aiohttp.ClientSession, index: int) -> None:
+        sent = time.perf_counter()
+        try:
+            async with session.get(f"{gateway_url}/square/{index}") as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            samples.append(Sample(sent - origin, time.perf_counter() - sent, 0, f"error: {exc}", None))
+            return
+        server = body.get("server", "?") if status == 200 else f"HTTP {status}"
+        samples.append(Sample(sent - origin, time.perf_counter() - sent, status, server, body.get("throughput")))
+
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=200)) as session:
+        tasks = []
+        scheduled = time.perf_counter()
+        for index in range(options.requests):
+            scheduled += rng.uniform(options.min_gap_ms, options.max_gap_ms) / 1000
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(session, index)))
+            print_progress(index + 1, options.requests)
+        await asyncio.gather(*tasks)
+    print(file=sys.stderr)
+    return samples
+
+
+def print_progress(done: int, total: int) -> None:
+    if done == total or done % 50 == 0:
+        width = 30
+        filled = width * done // total
+        print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} sent", end="", file=sys.stderr)
+
+
+def report(samples: list[Sample], options: DemoOptions) -> str:
+    """The per-server table and the local-throughput summary."""
+    by_server: dict[str, list[float]] = defaultdict(list)
+    for sample in samples:
+        by_server[sample.server].append(sample.latency_s * 1000)
+    order = [plan.name for plan in DEMO_EDGES] + sorted(set(by_server) - {plan.name for plan in DEMO_EDGES})
+    lines = [
+        f"{'server':<12} {'requests':>8} {'share':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8}",
+        "-" * 56,
+    ]
+    for name in order:
+        latencies = by_server.get(name, [])
+        share = 100 * len(latencies) / len(samples) if samples else 0
+        lines.append(
+            f"{name:<12} {len(latencies):>8} {share:>6.1f}% {mean(latencies):>8.2f} "
+            f"{percentile(latencies, 0.5):>8.2f} {percentile(latencies, 0.99):>8.2f}"
+        )
+    every = [sample.latency_s * 1000 for sample in samples]
+    lines.append("-" * 56)
+    lines.append(
+        f"{'all':<12} {len(every):>8} {100.0:>6.1f}% {mean(every):>8.2f} "
+        f"{percentile(every, 0.5):>8.2f} {percentile(every, 0.99):>8.2f}"
+    )
+    failed = sum(1 for sample in samples if sample.status != 200)
+    local_name = next(plan.name for plan in DEMO_EDGES if plan.local)
+    per_second: dict[int, int] = defaultdict(int)
+    for sample in samples:
+        if sample.server == local_name:
+            per_second[int(sample.sent_at)] += 1
+    peak = max((s.throughput for s in samples if s.server == local_name and s.throughput is not None), default=0)
+    seconds = ", ".join(str(per_second[second]) for second in range(max(per_second, default=-1) + 1))
+    duration = max((sample.sent_at for sample in samples), default=0.0)
+    lines += [
+        "",
+        f"requests: {len(samples)} in {duration:.1f} s ({len(samples) / max(duration, 1e-9):.0f}/s offered), "
+        f"failed: {failed}",
+        f"local throughput: peak {peak} per 1 s window (expected_throughput {options.expected_throughput}); "
+        f"local requests per second: {seconds or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+async def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def run_demo(options: DemoOptions) -> int:
+    """Start everything, run the experiment (or serve), and always stop what was started."""
+    if not port_is_free(DEMO_HOST, options.port):
+        print(f"offload demo: port {options.port} on {DEMO_HOST} is in use; pass --port N", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="offload-demo-") as workdir:
+        group = ProcessGroup(Path(workdir))
+        try:
+            print("starting 3 edge servers and the gateway on loopback ...", file=sys.stderr)
+            gateway_url = await start_everything(group, options, Path(workdir))
+            for process in group.processes:
+                print(f"  {process.name:<10} pid {process.pid:<7} {process.health_url.rsplit('/', 1)[0]}")
+            if options.serve:
+                print(f"\ngateway ready: curl {gateway_url}/square/20   (Ctrl-C to stop)")
+                await wait_for_signal()
+                return 0
+            print(
+                f"\nreplaying the original experiment: {options.requests} requests, "
+                f"{options.min_gap_ms:g}-{options.max_gap_ms:g} ms apart, throughput rule on "
+                f"(expected {options.expected_throughput}/s)",
+                file=sys.stderr,
+            )
+            samples = await replay_experiment(gateway_url, options)
+            print()
+            print(report(samples, options))
+            return 0 if all(sample.status == 200 for sample in samples) else 1
+        except StartupError as exc:
+            print(f"offload demo: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            group.stop_all()
+            print("stopped all demo processes", file=sys.stderr)

@@ -1,0 +1,92 @@
+"""Starting, watching and stopping the child processes of ``offload demo``.
+
+Every process is started by us, tracked by its PID, and ended by that PID
+only: SIGTERM first, SIGKILL if it does not stop in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+
+class StartupError(Exception):
+    """A child process did not become healthy; the message includes its log tail."""
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with a health URL and a log file."""
+
+    name: str
+    argv: list[str]
+    health_url: str
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ProcessGroup:
+    """Processes started together and stopped together, newest first."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, name: str, argv: list[str], health_url: str) -> ManagedProcess:
+        """Start ``argv`` with its output going to ``<log_dir>/<name>.log``."""
+        process = ManagedProcess(name, argv, health_url, self.log_dir / f"{name}.log")
+        log_file = process.log_path.open("wb")
+        process.popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log_file.close()
+        self.processes.append(process)
+        return process
+
+    async def wait_healthy(self, process: ManagedProcess, timeout_s: float = 20.0) -> None:
+        """Poll the health URL until it answers 200, the process exits, or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if process.popen is not None and process.popen.poll() is not None:
+                    raise StartupError(
+                        f"{process.name} exited with code {process.popen.returncode}:\n{process.log_tail()}"
+                    )
+                try:
+                    async with session.get(process.health_url, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                        if response.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass  # not listening yet
+                await asyncio.sleep(0.05)
+        raise StartupError(f"{process.name} did not answer {process.health_url} within {timeout_s:g} s")
+
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM every process (newest first), then SIGKILL those still running."""
+        for process in reversed(self.processes):
+            if process.popen is not None and process.popen.poll() is None:
+                process.popen.terminate()
+        deadline = time.monotonic() + timeout_s
+        for process in reversed(self.processes):
+            if process.popen is None:
+                continue
+            try:
+                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait()
+        self.processes.clear()

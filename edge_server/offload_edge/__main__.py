@@ -1,0 +1,8 @@
+"""Allow ``python -m offload_edge``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

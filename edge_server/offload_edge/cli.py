@@ -1,0 +1,108 @@
+"""Command line entry point: ``offload-edge`` / ``python -m offload_edge``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import sys
+
+from .app import EdgeConfig, create_edge_app
+
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+def _is_loopback_v4(host: str) -> bool:
+    """True only for IPv4 literals in 127.0.0.0/8; names such as ``localhost`` are not resolved."""
+    try:
+        return ipaddress.ip_address(host) in _LOOPBACK
+    except ValueError:
+        return False
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 65535, got {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 65535, got {value!r}")
+    return port
+
+
+def _delay_ms(value: str) -> float:
+    try:
+        delay = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(delay) or delay < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}")
+    return delay
+
+
+def _processes(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
+    return count
+
+
+def _peers(value: str) -> list[str]:
+    return [peer.strip() for peer in value.split(",") if peer.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``offload-edge``."""
+    parser = argparse.ArgumentParser(
+        prog="offload-edge",
+        description="Run a reference edge node for the task-offloading gateway.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.0/8 only)")
+    parser.add_argument("--port", type=_port, default=5000, help="TCP port (default: %(default)s)")
+    parser.add_argument("--name", default="edge", help="node name reported by /health (default: %(default)s)")
+    parser.add_argument(
+        "--delay-ms",
+        type=_delay_ms,
+        default=0.0,
+        help="simulated link delay added to every request, in ms (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--peers",
+        type=_peers,
+        default=[],
+        help="comma-separated addresses advertised by /getserverlists",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        help="process pool size for CPU tasks (default: number of CPUs)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and serve until interrupted; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if not _is_loopback_v4(args.host):
+        # This node is for local experiments only; never expose it on a real interface.
+        print(
+            f"offload-edge: error: refusing to bind {args.host!r}: only loopback addresses "
+            "(127.0.0.0/8) are allowed",
+            file=sys.stderr,
+        )
+        return 2
+
+    config = EdgeConfig(name=args.name, delay_ms=args.delay_ms, peers=args.peers, processes=args.processes)
+    app = create_edge_app(config)
+    # single_process keeps the started PID the server itself (no worker manager),
+    # so callers can stop it by PID; Sanic's own SIGINT/SIGTERM handlers stop it cleanly.
+    app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The `offload` command as a user runs it: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_offload(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "offload", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[plugins.math\nservers = []", "invalid TOML"),
+        ("[plugins.nosuchplugin]\n", "plugin 'nosuchplugin' is enabled"),
+        ('[plugins.math]\nexpected_throughput = "lots"\n', "expected_throughput must be an integer"),
+        ("[plugins.math]\nexpected_througput = 30\n", "unknown settings ['expected_througput']"),
+        ('[plugins.math]\npolicy = "fastest"\n', "unknown policy 'fastest'"),
+        ('[plugins.math]\nservers = ["ftp://127.0.0.1"]\n', "must use http or https"),
+        ("[gateway]\nport = 70000\n", "port must be an integer of at least 0 and at most 65535"),
+        ('[plugins.math]\nprefix = "math"\n', "prefix must be '' or a path starting with /"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "validate"])
+def test_bad_config_exits_2_with_one_clear_line(tmp_path: Path, toml: str, expected: str, command: str) -> None:
+    config = tmp_path / "plugins.toml"
+    config.write_text(toml)
+    result = run_offload(command, "--config", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("offload: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    result = run_offload("serve", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "nope.toml: no such file" in result.stderr
+
+
+def test_validate_accepts_the_shipped_plugins_toml() -> None:
+    shipped = Path(__file__).parent.parent / "plugins.toml"
+    result = run_offload("validate", "--config", str(shipped))
+    assert result.returncode == 0, result.stderr
+    assert "plugin math: prefix /, pools math (3 servers)" in result.stdout
+
+
+def test_plugins_lists_installed_plugins_with_versions(tmp_path: Path) -> None:
+    config = tmp_path / "plugins.toml"
+    config.write_text("[plugins.math]\n[plugins.ghost]\n")
+    result = run_offload("plugins", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    math = next(row for row in listing["installed"] if row["name"] == "math")
+    assert math["distribution"] == "offload-math" and math["enabled"] is True
+    assert math["version"] and math["target"] == "offload_math.plugin"
+    assert listing["enabled_but_missing"] == ["ghost"]
+
+
+def test_load_allowlist_refuses_unlisted_plugins(tmp_path: Path) -> None:
+    import os
+
+    config = tmp_path / "plugins.toml"
+    config.write_text("[plugins.math]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "offload", "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OFFLOAD_LOAD_PLUGINS": "contracts"},
+    )
+    assert result.returncode == 2
+    assert "OFFLOAD_LOAD_PLUGINS does not list it" in result.stderr

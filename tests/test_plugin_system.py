@@ -1,0 +1,165 @@
+"""The plugin contract: hooks per plugin, route clashes, startup/shutdown, built-in routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sanic import Blueprint, Request, response
+from sanic.response import HTTPResponse
+
+from offload import ConfigError, Task, hookimpl, hookspecs
+from offload.app import create_app
+from offload.context import PluginContext
+from offload.pool_config import PoolConfig
+from offload.settings import parse_settings
+
+from conftest import EdgeFactory, GatewayFactory, servers_table
+
+
+class PluginObject:
+    """A plugin built from functions, as a module would be (hashable, unlike SimpleNamespace)."""
+
+    def __init__(self, **members: Any) -> None:
+        self.__dict__.update(members)
+
+
+def make_plugin(route: str = "/ping", **defaults: Any) -> PluginObject:
+    """A plugin object registered directly, as third-party tests do (no entry point)."""
+    calls: list[str] = []
+
+    @hookimpl
+    def offload_default_settings() -> dict[str, Any]:
+        return dict(defaults)
+
+    @hookimpl
+    def offload_routes(plugin: PluginContext) -> Blueprint:
+        blueprint = Blueprint(f"bp_{plugin.name}_{id(plugin)}")
+
+        @blueprint.get(route)
+        async def handler(request: Request) -> HTTPResponse:
+            result = await plugin.offload(Task("/hello"))
+            return response.json({"plugin": plugin.name, "options": plugin.options.get("colour"), **result.envelope()})
+
+        return blueprint
+
+    @hookimpl
+    async def offload_startup(plugin: PluginContext) -> None:
+        calls.append(f"startup {plugin.name} pools={plugin.pool_names}")
+
+    @hookimpl
+    def offload_shutdown(plugin: PluginContext) -> None:
+        calls.append(f"shutdown {plugin.name}")
+
+    return PluginObject(
+        offload_default_settings=offload_default_settings,
+        offload_routes=offload_routes,
+        offload_startup=offload_startup,
+        offload_shutdown=offload_shutdown,
+        calls=calls,
+    )
+
+
+def test_every_hook_is_documented() -> None:
+    hooks = [name for name in dir(hookspecs) if name.startswith("offload_")]
+    assert hooks == [
+        "offload_default_settings",
+        "offload_pools",
+        "offload_routes",
+        "offload_shutdown",
+        "offload_startup",
+    ]
+    for name in hooks:
+        doc = getattr(hookspecs, name).__doc__ or ""
+        assert len(doc.split()) > 15, f"{name} needs a docstring saying when it is called and what it returns"
+
+
+async def test_each_plugin_sees_only_its_own_options_and_lifecycle_runs(
+    edge: EdgeFactory, gateway: GatewayFactory
+) -> None:
+    remote = await edge("edge1")
+    red, blue = make_plugin(colour="red"), make_plugin(colour="?")
+    servers = servers_table(("edge1", remote))
+    document = {
+        "plugins": {
+            "red": {"prefix": "/red", "servers": servers},
+            "blue": {"prefix": "/blue", "servers": servers, "colour": "blue"},
+        }
+    }
+    gw = await gateway(document, extra_plugins={"red": red, "blue": blue})
+    status, body, _ = await gw.get_json("/red/ping")
+    assert (status, body["plugin"], body["options"], body["data"]) == (200, "red", "red", "world")
+    status, body, _ = await gw.get_json("/blue/ping")
+    assert (status, body["plugin"], body["options"]) == (200, "blue", "blue")
+    assert red.calls == ["startup red pools=['red']"]
+    assert blue.calls == ["startup blue pools=['blue']"]
+
+
+async def test_shutdown_hooks_run_and_health_drains(edge: EdgeFactory) -> None:
+    from offload.testing import serve_app
+
+    remote = await edge("edge1")
+    plugin = make_plugin()
+    settings = parse_settings({"plugins": {"p": {"servers": servers_table(("edge1", remote))}}})
+    app = create_app(settings, extra_plugins={"p": plugin})
+    async with serve_app(app):
+        assert app.ctx.draining is False
+    assert plugin.calls[-1] == "shutdown p"
+    assert app.ctx.draining is True
+
+
+def test_two_plugins_claiming_one_route_name_both() -> None:
+    settings = parse_settings({"plugins": {"first": {}, "second": {}}})
+    with pytest.raises(ConfigError) as caught:
+        create_app(settings, extra_plugins={"first": make_plugin("/same/<x>"), "second": make_plugin("/same/<y>")})
+    message = str(caught.value)
+    assert "route GET /same/<y> is claimed by both 'plugin first'" in message
+    assert "'plugin second'" in message
+
+
+def test_a_plugin_may_not_take_a_built_in_route() -> None:
+    settings = parse_settings({"plugins": {"p": {}}})
+    with pytest.raises(ConfigError, match="route GET /health is claimed by both 'offload \\(built-in\\)'"):
+        create_app(settings, extra_plugins={"p": make_plugin("/health")})
+
+
+def test_a_misspelt_hook_is_an_error_not_silence() -> None:
+    @hookimpl
+    def offload_route(plugin: PluginContext) -> None:  # missing the final "s"
+        return None
+
+    settings = parse_settings({"plugins": {"typo": {}}})
+    with pytest.raises(ConfigError, match="unknown hook"):
+        create_app(settings, extra_plugins={"typo": PluginObject(offload_route=offload_route)})
+
+
+def test_plugin_may_declare_its_own_pools() -> None:
+    @hookimpl
+    def offload_pools(plugin: PluginContext) -> list[PoolConfig]:
+        return [PoolConfig(name=f"{plugin.name}-reads"), PoolConfig(name=f"{plugin.name}-writes")]
+
+    settings = parse_settings({"plugins": {"chain": {}}})
+    app = create_app(settings, extra_plugins={"chain": PluginObject(offload_pools=offload_pools)})
+    assert list(app.ctx.registry.pools) == ["chain-reads", "chain-writes"]
+    assert app.ctx.plugins[0].default_pool == "chain-reads"
+
+
+async def test_servers_and_plugins_routes_show_live_state(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+    local, near = await edge("local"), await edge("near", delay_ms=5)
+    gw = await gateway(
+        {"plugins": {"math": {"servers": servers_table(("local", local), ("near", near), local="local")}}}
+    )
+    await gw.get_json("/square/3")
+    status, body, _ = await gw.get_json("/servers")
+    assert status == 200
+    pool = body["pools"]["math"]
+    assert pool["policy"] == "min_latency" and pool["consider_throughput"] is True and pool["throughput"] == 1
+    by_name = {server["name"]: server for server in pool["servers"]}
+    assert by_name["local"]["requests"] == 1 and by_name["local"]["local"] is True
+    assert by_name["near"]["healthy"] is True and by_name["near"]["latency_ewma_ms"] >= 5
+    status, body, _ = await gw.get_json("/plugins")
+    assert status == 200
+    assert body["enabled"] == [{"name": "math", "prefix": "/", "pools": ["math"]}]
+    assert any(item["name"] == "math" and item["enabled"] for item in body["installed"])
+    status, body, _ = await gw.get_json("/health")
+    assert (status, body["status"], body["pools"]["math"]) == (200, "ok", {"servers": 2, "available": 2})

@@ -1,0 +1,86 @@
+"""Pools: adding, removing, replacing, finding by name or address."""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.addresses import normalize_url
+from offload.pool_config import PoolConfig
+from offload.registry import Pool, Registry
+from offload.settings import ServerSpec
+
+
+def make_pool(*specs: ServerSpec) -> Pool:
+    return Pool(PoolConfig(name="p", servers=specs))
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("127.0.0.2", "http://127.0.0.2:5000"),
+        ("127.0.0.2:7000", "http://127.0.0.2:7000"),
+        ("http://localhost:80/", "http://localhost:80"),
+        ("https://127.0.0.1", "https://127.0.0.1:443"),
+        ("[::1]:8000", "http://[::1]:8000"),
+    ],
+)
+def test_normalize_url(address: str, url: str) -> None:
+    assert normalize_url(address) == url
+
+
+@pytest.mark.parametrize("address", ["", "ftp://x", "http://127.0.0.1:5000/path", "http://:80", "127.0.0.1:99999"])
+def test_normalize_url_rejects(address: str) -> None:
+    with pytest.raises(ValueError):
+        normalize_url(address)
+
+
+def test_add_deduplicates_by_address_and_keeps_names_unique() -> None:
+    pool = make_pool(ServerSpec("a", "127.0.0.1:5001"))
+    again = pool.add(ServerSpec("other-name", "http://127.0.0.1:5001"))
+    assert again is pool.servers[0] and len(pool) == 1
+    renamed = pool.add(ServerSpec("a", "127.0.0.1:5002"))
+    assert renamed.name == "127.0.0.1:5002"
+    assert pool.addresses() == ["127.0.0.1:5001", "127.0.0.1:5002"]
+
+
+def test_find_by_name_url_or_host_port() -> None:
+    pool = make_pool(ServerSpec("a", "127.0.0.1:5001"), ServerSpec("b", "127.0.0.2"))
+    assert pool.find("a") is pool.servers[0]
+    assert pool.find("127.0.0.1:5001") is pool.servers[0]
+    assert pool.find("http://127.0.0.2:5000") is pool.servers[1]
+    assert pool.find("127.0.0.2") is pool.servers[1]  # default port
+    assert pool.find("127.0.0.3") is None
+    assert pool.find("not an address at all://") is None
+
+
+def test_remove_and_replace_keep_live_state_of_servers_that_stay() -> None:
+    pool = make_pool(ServerSpec("a", "127.0.0.1:5001"), ServerSpec("b", "127.0.0.1:5002", local=True))
+    pool.servers[0].record_latency(0.004)
+    pool.replace([ServerSpec("x", "127.0.0.1:5001"), ServerSpec("c", "127.0.0.1:5003")])
+    assert [s.name for s in pool.servers] == ["a", "c"]
+    assert pool.servers[0].latency_ewma_s == pytest.approx(0.004)
+    assert pool.local_server() is None
+    assert pool.remove("c") is not None and pool.remove("c") is None
+    assert pool.addresses() == ["127.0.0.1:5001"]
+
+
+def test_latency_average_and_health_marks() -> None:
+    server = make_pool(ServerSpec("a", "127.0.0.1:5001")).servers[0]
+    assert server.available and server.healthy is None
+    server.record_latency(0.010)
+    server.record_latency(0.020)
+    assert server.latency_ewma_s == pytest.approx(0.013)
+    server.mark_down("refused")
+    server.mark_down("refused")
+    assert not server.available and server.consecutive_failures == 2 and server.failures == 2
+    server.mark_up()
+    assert server.available and server.consecutive_failures == 0 and server.down_reason is None
+    described = server.describe()
+    assert described["latency_ewma_ms"] == pytest.approx(13.0) and described["failures"] == 2
+
+
+def test_registry_refuses_a_pool_defined_twice() -> None:
+    registry = Registry()
+    registry.add_pool(PoolConfig(name="p"))
+    with pytest.raises(ValueError, match="defined twice"):
+        registry.add_pool(PoolConfig(name="p"))
