@@ -137,9 +137,7 @@ def _install_task_route(app: Sanic, stats: RequestStats, route: TaskRoute) -> No
             raise
         return text(str(result))
 
-    app.add_route(
-        run_task, f"/tasks/{route.slug}/<raw:str>", methods=["GET"], name=f"task_{route.slug}", unquote=True
-    )
+    app.add_route(run_task, f"/tasks/{route.slug}/<raw:str>", methods=["GET"], name=f"task_{route.slug}", unquote=True)
 
 
 def create_edge_app(config: EdgeConfig) -> Sanic:

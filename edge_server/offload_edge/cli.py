@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback_v4(args.host):
         # This node is for local experiments only; never expose it on a real interface.
         print(
-            f"offload-edge: error: refusing to bind {args.host!r}: only loopback addresses "
-            "(127.0.0.0/8) are allowed",
+            f"offload-edge: error: refusing to bind {args.host!r}: only loopback addresses (127.0.0.0/8) are allowed",
             file=sys.stderr,
         )
         return 2

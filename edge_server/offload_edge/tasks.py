@@ -165,7 +165,5 @@ def square(num: str) -> str:
     try:
         result = value**2
     except OverflowError:
-        raise TaskInputError(
-            f"num must be a finite number whose square fits in a float, got {_echo(num)}"
-        ) from None
+        raise TaskInputError(f"num must be a finite number whose square fits in a float, got {_echo(num)}") from None
     return f"{result}"
