@@ -176,6 +176,13 @@ def print_progress(done: int, total: int) -> None:
         print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} sent", end="", file=sys.stderr)
 
 
+def latency_columns(latencies_ms: list[float]) -> str:
+    """Mean, p50 and p99 in fixed-width columns, or dashes when there are no samples."""
+    if not latencies_ms:
+        return f"{'-':>8} {'-':>8} {'-':>8}"
+    return f"{mean(latencies_ms):>8.2f} {percentile(latencies_ms, 0.5):>8.2f} {percentile(latencies_ms, 0.99):>8.2f}"
+
+
 def report(samples: list[Sample], options: DemoOptions) -> str:
     """The per-server table and the local-throughput summary."""
     by_server: dict[str, list[float]] = defaultdict(list)
@@ -189,16 +196,10 @@ def report(samples: list[Sample], options: DemoOptions) -> str:
     for name in order:
         latencies = by_server.get(name, [])
         share = 100 * len(latencies) / len(samples) if samples else 0
-        lines.append(
-            f"{name:<12} {len(latencies):>8} {share:>6.1f}% {mean(latencies):>8.2f} "
-            f"{percentile(latencies, 0.5):>8.2f} {percentile(latencies, 0.99):>8.2f}"
-        )
+        lines.append(f"{name:<12} {len(latencies):>8} {share:>6.1f}% {latency_columns(latencies)}")
     every = [sample.latency_s * 1000 for sample in samples]
     lines.append("-" * 56)
-    lines.append(
-        f"{'all':<12} {len(every):>8} {100.0:>6.1f}% {mean(every):>8.2f} "
-        f"{percentile(every, 0.5):>8.2f} {percentile(every, 0.99):>8.2f}"
-    )
+    lines.append(f"{'all':<12} {len(every):>8} {100.0:>6.1f}% {latency_columns(every)}")
     failed = sum(1 for sample in samples if sample.status != 200)
     local_name = next(plan.name for plan in DEMO_EDGES if plan.local)
     per_second: dict[int, int] = defaultdict(int)

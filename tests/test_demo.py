@@ -1,0 +1,94 @@
+"""`offload demo` as the README runs it: real processes, real requests, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+
+from offload.testing import bind_loopback
+
+
+def free_port() -> int:
+    sock = bind_loopback()
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def child_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"pid (\d+)", output)]
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes; it only waits for its parent to reap it.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_demo_replays_the_experiment_and_prints_the_table() -> None:
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "offload", "demo", "--requests", "200", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if re.match(r"^(local|edge-\S+|all)\s+\d", line)}
+    assert set(rows) == {"local", "edge-near", "edge-far", "all"}
+    assert int(rows["all"][1]) == 200
+    assert sum(int(rows[name][1]) for name in ("local", "edge-near", "edge-far")) == 200
+    # ~300 requests/s offered against 25 allowed locally: most are offloaded, some stay local.
+    assert 1 <= int(rows["local"][1]) <= 27
+    assert "failed: 0" in out
+    peak = int(re.search(r"local throughput: peak (\d+)", out).group(1))
+    assert peak <= 26
+    assert not any(is_running(pid) for pid in child_pids(out))
+
+
+async def test_demo_serve_answers_curl_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offload", "demo", "--serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "gateway ready" in line:
+                break
+        output = "".join(lines)
+        assert "gateway ready" in output, output
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/square/20") as response:
+            body = await response.json()
+        assert body["data"] == "400.0"
+        assert set(body) == {"data", "server", "status_code", "throughput", "time"}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert not any(is_running(pid) for pid in child_pids(output))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
