@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from sanic.response import HTTPResponse
 from offload import ConfigError, Task, hookimpl, hookspecs
 from offload.app import create_app
 from offload.context import PluginContext
+from offload.health import ProbeResult
 from offload.pool_config import PoolConfig
+from offload.registry import Server
 from offload.settings import parse_settings
 
 from conftest import EdgeFactory, GatewayFactory, servers_table
@@ -65,6 +68,7 @@ def test_every_hook_is_documented() -> None:
     assert hooks == [
         "offload_default_settings",
         "offload_pools",
+        "offload_probe",
         "offload_routes",
         "offload_shutdown",
         "offload_startup",
@@ -163,3 +167,55 @@ async def test_servers_and_plugins_routes_show_live_state(edge: EdgeFactory, gat
     assert any(item["name"] == "math" and item["enabled"] for item in body["installed"])
     status, body, _ = await gw.get_json("/health")
     assert (status, body["status"], body["pools"]["math"]) == (200, "ok", {"servers": 2, "available": 2})
+
+
+async def test_custom_probe_heights_keep_lagging_servers_out(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+    fresh, stale = await edge("fresh"), await edge("stale")
+    heights = {"fresh": 100, "stale": 80}
+    probed: list[str] = []
+
+    @hookimpl
+    def offload_probe(plugin: PluginContext, server: Server) -> Awaitable[ProbeResult]:
+        async def probe() -> ProbeResult:
+            probed.append(server.name)
+            return ProbeResult(ok=True, latency_s=0.001, height=heights[server.name])
+
+        return probe()
+
+    plugin = make_plugin()
+    plugin.offload_probe = offload_probe
+    servers = servers_table(("stale", stale), ("fresh", fresh))
+    gw = await gateway(
+        {"plugins": {"chain": {"servers": servers, "max_lag": 8, "policy": "random"}}},
+        extra_plugins={"chain": plugin},
+    )
+    assert sorted(probed) == ["fresh", "stale"]
+    chosen = {(await gw.get_json("/ping"))[1]["server"] for _ in range(10)}
+    assert chosen == {"fresh"}
+    status, body, _ = await gw.get_json("/servers")
+    assert status == 200
+    described = {server["name"]: server for server in body["pools"]["chain"]["servers"]}
+    assert described["stale"]["height"] == 80 and described["fresh"]["height"] == 100
+
+    # Within the allowed lag both are used again; the policy is random over both.
+    heights["stale"] = 95
+    await gw.app.ctx.engine.probe_now()
+    chosen = {(await gw.get_json("/ping"))[1]["server"] for _ in range(40)}
+    assert chosen == {"fresh", "stale"}
+
+
+def test_lag_exclusion_is_explained() -> None:
+    from offload.engine import Engine
+    from offload.registry import Registry
+    from offload.settings import GatewaySettings, ServerSpec
+
+    registry = Registry()
+    pool = registry.add_pool(
+        PoolConfig(name="p", servers=(ServerSpec("a", "127.0.0.1:1"), ServerSpec("b", "127.0.0.1:2")), max_lag=2)
+    )
+    pool.servers[0].height, pool.servers[1].height = 10, 5
+    eligible, excluded = Engine.eligible(pool, exclude=())
+    assert [server.name for server in eligible] == ["a"]
+    assert excluded == {"b": "lagging 5 behind the best known height 10"}
+    eligible, excluded = Engine(registry, GatewaySettings()).eligible(pool, exclude=("a",))
+    assert eligible == [] and excluded["a"] == "failed this request already"

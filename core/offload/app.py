@@ -15,9 +15,10 @@ from sanic.response import HTTPResponse
 from .context import PluginContext
 from .engine import Engine
 from .errors import ConfigError
+from .health import ProbeResult, probe_server
 from .plugins import call_for_plugin, installed_plugins, load_enabled_plugins, new_plugin_manager
 from .pool_config import PoolConfig, pool_config_from_options
-from .registry import Registry
+from .registry import Registry, Server
 from .responses import JsonErrorHandler
 from .routing import RouteClaims, blueprint_routes, join_path
 from .settings import PLUGIN_CORE_DEFAULTS, Settings
@@ -56,6 +57,7 @@ def create_app(
         raise ConfigError(str(exc)) from None
     for context in contexts:
         context.engine = engine
+        attach_custom_probe(manager, context, engine)
 
     app = Sanic(name or f"offload_gateway_{next(_app_numbers)}", error_handler=JsonErrorHandler())
     app.config.MOTD = False
@@ -101,6 +103,22 @@ def plugin_pools(manager: pluggy.PluginManager, context: PluginContext) -> list[
     if not declared:
         return [pool_config_from_options(context.name, context.where, context.options)]
     return [pool for pools in declared for pool in pools]
+
+
+def attach_custom_probe(manager: pluggy.PluginManager, context: PluginContext, engine: Engine) -> None:
+    """Route the health probes of the plugin's pools through its ``offload_probe`` hook, if it has one."""
+    implementers = {impl.plugin_name for impl in manager.hook.offload_probe.get_hookimpls()}
+    if context.name not in implementers:
+        return
+
+    async def probe(server: Server) -> ProbeResult:
+        awaitables = call_for_plugin(manager, context.name, "offload_probe", plugin=context, server=server)
+        if not awaitables:
+            return await probe_server(engine.session, server, engine.gateway.probe_path, engine.gateway.probe_timeout_s)
+        return await awaitables[0]
+
+    for pool_name in context.pool_names:
+        engine.probers[pool_name] = probe
 
 
 def mount_plugin_routes(app: Sanic, manager: pluggy.PluginManager, context: PluginContext, claims: RouteClaims) -> None:

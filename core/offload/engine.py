@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import aiohttp
 
 from .addresses import host_port, normalize_url
 from .errors import OffloadError
-from .health import describe_exception, fetch_server_list, probe_all
+from .health import Prober, describe_exception, fetch_server_list, probe_all
 from .policies import BUILTIN_POLICIES, Policy, PolicyFactory
 from .registry import Pool, Registry, Server
 from .settings import GatewaySettings, ServerSpec
@@ -40,6 +40,7 @@ class Task:
     method: str = "GET"
     params: Mapping[str, str] | None = None
     json: Any = None
+    body: bytes | None = None  # sent as is when set (with your own Content-Type header)
     headers: Mapping[str, str] | None = None
     # Safe to send again elsewhere if the first server fails (used by retries).
     idempotent: bool = True
@@ -95,6 +96,8 @@ class Engine:
         self.timeouts: dict[str, aiohttp.ClientTimeout] = {}
         for pool in registry.pools.values():
             self.configure_pool(pool)
+        # Custom health probes by pool name (from plugins); others get the HTTP probe.
+        self.probers: dict[str, Prober] = {}
         self._session: aiohttp.ClientSession | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
@@ -153,10 +156,21 @@ class Engine:
             self._session = None
 
     async def probe_now(self) -> None:
-        """Probe every server of every pool once."""
-        servers = [server for pool in self.registry.pools.values() for server in pool.servers]
-        if servers:
-            await probe_all(self.session, servers, self.gateway.probe_path, self.gateway.probe_timeout_s)
+        """Probe every server of every pool once, all pools at the same time."""
+        gateway = self.gateway
+        await asyncio.gather(
+            *(
+                probe_all(
+                    self.session,
+                    pool.servers,
+                    gateway.probe_path,
+                    gateway.probe_timeout_s,
+                    self.probers.get(pool.name),
+                )
+                for pool in self.registry.pools.values()
+                if pool.servers
+            )
+        )
 
     async def _probe_forever(self) -> None:
         while True:
@@ -172,8 +186,11 @@ class Engine:
         """Requests run locally in the pool's current window."""
         return self.meters[pool_name].count()
 
-    def choose(self, pool: Pool, requested: str | None = None) -> Server:
-        """Pick the server for one task, or raise a 400/503 :class:`OffloadError` saying why."""
+    def choose(self, pool: Pool, requested: str | None = None, exclude: Collection[str] = ()) -> Server:
+        """Pick the server for one task, or raise a 400/503 :class:`OffloadError` saying why.
+
+        ``exclude`` names servers not to use this time (e.g. one that just failed).
+        """
         if requested:
             server = pool.find(requested)
             if server is None:
@@ -183,26 +200,49 @@ class Engine:
         if not pool.servers:
             raise OffloadError(503, f"pool {pool.name!r} has no servers; add some in plugins.toml")
         config = pool.config
-        available = [server for server in pool.servers if server.available]
+        eligible, excluded = self.eligible(pool, exclude)
         local = pool.local_server()
         policy = self.policies[pool.name]
         if config.consider_throughput and local is not None:
+            local_ok = local in eligible
             # The original rule, kept exactly: local while throughput <= expected.
-            if local.available and self.meters[pool.name].count() <= config.expected_throughput:
+            if local_ok and self.meters[pool.name].count() <= config.expected_throughput:
                 return local
-            remote = [server for server in available if not server.local]
+            remote = [server for server in eligible if not server.local]
             if remote:
                 return policy.choose(remote)
-            if local.available:  # over the limit but nobody else can take it: slow beats lost
+            if local_ok:  # over the limit but nobody else can take it: slow beats lost
                 return local
-        elif available:
-            return policy.choose(available)
-        raise self.no_server_error(pool)
+        elif eligible:
+            return policy.choose(eligible)
+        raise self.no_server_error(pool, excluded)
 
     @staticmethod
-    def no_server_error(pool: Pool) -> OffloadError:
+    def eligible(pool: Pool, exclude: Collection[str] = ()) -> tuple[list[Server], dict[str, str]]:
+        """Servers that may take a task now, and why each other one may not."""
+        excluded: dict[str, str] = {}
+        best_height = max((s.height for s in pool.servers if s.available and s.height is not None), default=None)
+        eligible = []
+        for server in pool.servers:
+            if server.name in exclude:
+                excluded[server.name] = "failed this request already"
+            elif not server.available:
+                excluded[server.name] = server.down_reason or "unavailable"
+            elif (
+                pool.config.max_lag
+                and best_height is not None
+                and server.height is not None
+                and best_height - server.height > pool.config.max_lag
+            ):
+                behind = best_height - server.height
+                excluded[server.name] = f"lagging {behind} behind the best known height {best_height}"
+            else:
+                eligible.append(server)
+        return eligible, excluded
+
+    @staticmethod
+    def no_server_error(pool: Pool, excluded: dict[str, str]) -> OffloadError:
         """503 that says, per server, why it was not chosen."""
-        excluded = {server.name: server.down_reason or "unavailable" for server in pool.servers}
         reasons = "; ".join(f"{name}: {why}" for name, why in excluded.items())
         return OffloadError(
             503, f"no server available in pool {pool.name!r} ({reasons})", details={"excluded": excluded}
@@ -210,11 +250,13 @@ class Engine:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def offload(self, pool_name: str, task: Task, server: str | None = None) -> OffloadResult:
+    async def offload(
+        self, pool_name: str, task: Task, server: str | None = None, exclude: Collection[str] = ()
+    ) -> OffloadResult:
         """Run ``task`` on the best server of ``pool_name`` (or the one named by ``server``)."""
         started = time.perf_counter()
         pool = self.registry.pool(pool_name)
-        target = self.choose(pool, server)
+        target = self.choose(pool, server, exclude)
         meter = self.meters[pool_name]
         if target.local:
             meter.record()
@@ -240,6 +282,7 @@ class Engine:
                 target.url + task.path,
                 params=task.params,
                 json=task.json,
+                data=task.body,
                 headers=task.headers,
                 timeout=timeout,
             ) as response:

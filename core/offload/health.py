@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,6 +24,8 @@ class ProbeResult:
     ok: bool
     latency_s: float | None = None
     error: str | None = None
+    # How far the server has progressed (e.g. its latest block), when the probe knows.
+    height: int | None = None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -51,6 +54,8 @@ async def probe_server(session: aiohttp.ClientSession, server: Server, path: str
 def apply_probe(server: Server, result: ProbeResult) -> None:
     """Record a probe's verdict and latency on the server."""
     server.last_probe_at = time.time()
+    if result.height is not None:
+        server.height = result.height
     if result.ok:
         if result.latency_s is not None:
             server.record_latency(result.latency_s)
@@ -59,11 +64,29 @@ def apply_probe(server: Server, result: ProbeResult) -> None:
         server.mark_down(result.error or "probe failed")
 
 
+Prober = Callable[[Server], Awaitable[ProbeResult]]
+
+
 async def probe_all(
-    session: aiohttp.ClientSession, servers: list[Server], path: str, timeout_s: float
+    session: aiohttp.ClientSession,
+    servers: list[Server],
+    path: str,
+    timeout_s: float,
+    prober: Prober | None = None,
 ) -> list[ProbeResult]:
-    """Probe ``servers`` concurrently, record the results, and return them in order."""
-    results = await asyncio.gather(*(probe_server(session, server, path, timeout_s) for server in servers))
+    """Probe ``servers`` concurrently (with ``prober`` if given), record the results, return them in order."""
+
+    async def one(server: Server) -> ProbeResult:
+        if prober is None:
+            return await probe_server(session, server, path, timeout_s)
+        try:
+            return await asyncio.wait_for(prober(server), timeout_s)
+        except TimeoutError:
+            return ProbeResult(ok=False, error="probe failed: timed out")
+        except Exception as exc:  # a plugin's probe must not break the probe round
+            return ProbeResult(ok=False, error=f"probe failed: {describe_exception(exc)}")
+
+    results = await asyncio.gather(*(one(server) for server in servers))
     for server, result in zip(servers, results, strict=True):
         apply_probe(server, result)
     return list(results)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from sanic import Blueprint
 
     from .context import PluginContext
+    from .health import ProbeResult
     from .pool_config import PoolConfig
+    from .registry import Server
 
 PROJECT_NAME = "offload"
 
@@ -64,6 +66,19 @@ def offload_routes(plugin: PluginContext) -> Blueprint | list[Blueprint] | None:
     task with ``await plugin.offload(Task(...), server=...)`` and answer with
     :func:`offload.responses.envelope_response`. Two plugins claiming the same
     method and path stop startup with an error naming both.
+    """
+
+
+@hookspec(firstresult=True)
+def offload_probe(plugin: PluginContext, server: Server) -> Awaitable[ProbeResult] | None:  # type: ignore[empty-body]
+    """Return an awaitable that health-checks ``server`` of one of the plugin's pools.
+
+    Called for every server of the plugin's pools on each probe round (every
+    ``[gateway] probe_interval_s``), bounded by ``probe_timeout_s``. Return
+    ``None`` to use the default probe (HTTP GET of ``[gateway] probe_path``). The
+    awaitable returns a :class:`offload.health.ProbeResult`; set its ``height``
+    (e.g. the latest block) so the pool's ``max_lag`` can skip servers that lag.
+    Use ``plugin.engine.session`` for HTTP; an exception counts as a failed probe.
     """
 
 

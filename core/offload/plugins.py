@@ -117,4 +117,7 @@ def call_for_plugin(manager: pluggy.PluginManager, plugin_name: str, hook_name: 
     """Call one hook on one plugin only, returning its (possibly empty) results."""
     others = [plugin for name, plugin in manager.list_name_plugin() if name != plugin_name]
     caller = manager.subset_hook_caller(hook_name, remove_plugins=others)
-    return [result for result in caller(**kwargs) if result is not None]
+    outcome = caller(**kwargs)
+    if caller.spec is not None and caller.spec.opts.get("firstresult"):
+        return [] if outcome is None else [outcome]
+    return [result for result in outcome if result is not None]

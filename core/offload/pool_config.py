@@ -24,6 +24,8 @@ class PoolConfig:
     window_s: float = 1.0
     timeout_s: float = 10.0
     default_port: int = 5000
+    # Skip servers whose probed height is more than this behind the pool's best (0: off).
+    max_lag: int = 0
 
 
 def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) -> PoolConfig:
@@ -46,4 +48,5 @@ def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) 
         window_s=reader.positive_number("window_s"),
         timeout_s=reader.positive_number("timeout_s"),
         default_port=default_port,
+        max_lag=reader.integer("max_lag", 0),
     )

@@ -37,6 +37,7 @@ class Server:
     consecutive_failures: int = 0
     last_error: str | None = None
     last_probe_at: float | None = None
+    height: int | None = None  # progress reported by probes (e.g. latest block), if any
     added_at: float = field(default_factory=time.time)
 
     @property
@@ -86,6 +87,7 @@ class Server:
             "failures": self.failures,
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
+            "height": self.height,
         }
 
 

@@ -51,6 +51,7 @@ PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
     "window_s": 1.0,
     "timeout_s": 10.0,
     "default_port": DEFAULT_EDGE_PORT,
+    "max_lag": 0,
 }
 
 
