@@ -94,7 +94,7 @@ def plugin_context(manager: pluggy.PluginManager, plugin: str, settings: Setting
     prefix = options["prefix"]
     if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
         raise ConfigError(f"[plugins.{plugin}] prefix must be '' or a path starting with /, got {prefix!r}")
-    return PluginContext(name=plugin, options=options)
+    return PluginContext(name=plugin, options=options, source=settings.source)
 
 
 def plugin_pools(manager: pluggy.PluginManager, context: PluginContext) -> list[PoolConfig]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,6 +20,14 @@ class PluginContext:
     # Pools the plugin contributed, by name; the first is its default pool.
     pool_names: list[str] = field(default_factory=list)
     engine: Engine | None = None
+    # The plugins.toml this plugin was configured from ("" when built in memory).
+    source: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative paths in the plugin's options are relative to."""
+        source = Path(self.source) if self.source else None
+        return source.parent if source is not None and source.is_file() else Path.cwd()
 
     @property
     def where(self) -> str:

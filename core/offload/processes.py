@@ -7,8 +7,10 @@ only: SIGTERM first, SIGKILL if it does not stop in time.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,11 +50,19 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, argv: list[str], health_url: str) -> ManagedProcess:
-        """Start ``argv`` with its output going to ``<log_dir>/<name>.log``."""
+    def start(
+        self, name: str, argv: list[str], health_url: str, env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start ``argv`` (with ``env`` added to ours) logging to ``<log_dir>/<name>.log``."""
         process = ManagedProcess(name, argv, health_url, self.log_dir / f"{name}.log")
         log_file = process.log_path.open("wb")
-        process.popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process.popen = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
         log_file.close()
         self.processes.append(process)
         return process
