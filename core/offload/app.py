@@ -161,16 +161,7 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
 
     async def plugins(request: Request) -> HTTPResponse:
         enabled = {context.name: context for context in request.app.ctx.plugins}
-        installed = [
-            {
-                "name": plugin.name,
-                "distribution": plugin.distribution,
-                "version": plugin.version,
-                "target": plugin.target,
-                "enabled": plugin.name in enabled,
-            }
-            for plugin in installed_plugins()
-        ]
+        installed = [plugin.describe(plugin.name in enabled) for plugin in installed_plugins()]
         loaded = [
             {"name": context.name, "prefix": context.prefix or "/", "pools": context.pool_names}
             for context in enabled.values()

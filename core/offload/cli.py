@@ -58,16 +58,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     settings = load_settings(path) if path.exists() else Settings()
     enabled = set(settings.enabled_plugins())
-    rows = [
-        {
-            "name": plugin.name,
-            "distribution": plugin.distribution,
-            "version": plugin.version,
-            "target": plugin.target,
-            "enabled": plugin.name in enabled,
-        }
-        for plugin in installed_plugins()
-    ]
+    rows = [plugin.describe(plugin.name in enabled) for plugin in installed_plugins()]
     missing = sorted(enabled - {row["name"] for row in rows})
     if args.json:
         print(json.dumps({"installed": rows, "enabled_but_missing": missing}, indent=2))

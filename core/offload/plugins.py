@@ -30,6 +30,16 @@ class InstalledPlugin:
     distribution: str | None
     version: str | None
 
+    def describe(self, enabled: bool) -> dict[str, object]:
+        """JSON-ready row for ``offload plugins`` and ``GET /plugins``."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "target": self.target,
+            "enabled": enabled,
+        }
+
 
 def installed_entry_points() -> dict[str, EntryPoint]:
     """Entry points of group ``offload``, by plugin name."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sanic import Blueprint, Request, response
@@ -20,6 +21,31 @@ from .inputs import HASH_CHAIN_MAX, MATMUL_MAX, NTH_PRIME_MAX, bounded_int, fini
 def offload_default_settings() -> dict[str, Any]:
     # The original experiment: minimum latency, local while <= 25 requests/s.
     return {"policy": "min_latency", "consider_throughput": True, "expected_throughput": 25}
+
+
+# (route, parameter, largest accepted value, what it computes): CPU-bound tasks worth offloading.
+CPU_TASKS = (
+    ("nthprime", "n", NTH_PRIME_MAX, "The n-th prime."),
+    ("matmul", "n", MATMUL_MAX, "Checksum of an n x n integer matrix product."),
+    ("hashchain", "rounds", HASH_CHAIN_MAX, "SHA-256 iterated `rounds` times."),
+)
+
+
+def add_cpu_task(
+    blueprint: Blueprint,
+    run: Callable[[Request, str], Awaitable[HTTPResponse]],
+    route: str,
+    param: str,
+    maximum: int,
+    doc: str,
+) -> None:
+    """``GET /<route>/<param>`` running the edge's ``/tasks/<route>/<param>`` after checking the input."""
+
+    async def handler(request: Request, value: str) -> HTTPResponse:
+        return await run(request, f"/tasks/{route}/{bounded_int(param, value, maximum)}")
+
+    handler.__doc__ = doc
+    blueprint.add_route(handler, f"/{route}/<value>", methods=["GET"], name=f"task_{route}")
 
 
 def requested_server(request: Request) -> str | None:
@@ -45,20 +71,8 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
         """``num`` squared on the chosen server: 20 -> "400.0"."""
         return await run(request, f"/offloading/{finite_number('num', num)}")
 
-    @blueprint.get("/nthprime/<n>")
-    async def nth_prime(request: Request, n: str) -> HTTPResponse:
-        """The n-th prime (CPU-bound)."""
-        return await run(request, f"/tasks/nthprime/{bounded_int('n', n, NTH_PRIME_MAX)}")
-
-    @blueprint.get("/matmul/<n>")
-    async def matmul(request: Request, n: str) -> HTTPResponse:
-        """Checksum of an n x n integer matrix product (CPU-bound)."""
-        return await run(request, f"/tasks/matmul/{bounded_int('n', n, MATMUL_MAX)}")
-
-    @blueprint.get("/hashchain/<rounds>")
-    async def hash_chain(request: Request, rounds: str) -> HTTPResponse:
-        """SHA-256 iterated ``rounds`` times (CPU-bound)."""
-        return await run(request, f"/tasks/hashchain/{bounded_int('rounds', rounds, HASH_CHAIN_MAX)}")
+    for route, param, maximum, doc in CPU_TASKS:
+        add_cpu_task(blueprint, run, route, param, maximum, doc)
 
     async def fetch_remote_list(request: Request) -> tuple[list[str], str, float]:
         started = time.perf_counter()
