@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from offload.app import create_app
 from offload.pytest_plugin import ServerFactory
@@ -23,8 +24,22 @@ EdgeFactory = Callable[..., Awaitable[RunningServer]]
 def edge(test_server: ServerFactory) -> EdgeFactory:
     """Factory: ``server = await edge("edge1", delay_ms=5, peers=[...])`` — a real edge node."""
 
-    async def start(name: str = "edge", *, delay_ms: float = 0.0, peers: list[str] | None = None) -> RunningServer:
-        config = EdgeConfig(name=name, delay_ms=delay_ms, peers=list(peers or []), processes=1)
+    async def start(
+        name: str = "edge",
+        *,
+        delay_ms: float = 0.0,
+        peers: list[str] | None = None,
+        chain: bool = False,
+        chain_upstream: str | None = None,
+    ) -> RunningServer:
+        config = EdgeConfig(
+            name=name,
+            delay_ms=delay_ms,
+            peers=list(peers or []),
+            processes=1,
+            chain=chain,
+            chain_upstream=chain_upstream,
+        )
         return await test_server(create_edge_app(config))
 
     return start
@@ -65,3 +80,21 @@ async def gateway(test_server: ServerFactory) -> AsyncIterator[GatewayFactory]:
 def servers_table(*pairs: tuple[str, RunningServer], local: str | None = None) -> list[dict[str, Any]]:
     """plugins.toml ``servers`` entries for running edges; ``local`` names the device itself."""
     return [{"name": name, "url": server.url, "local": name == local} for name, server in pairs]
+
+
+Web3Factory = Callable[[str], AsyncWeb3]
+
+
+@pytest_asyncio.fixture
+async def web3_client() -> AsyncIterator[Web3Factory]:
+    """Factory: ``w3 = web3_client(rpc_url)``, an unmodified web3.py async client closed after the test."""
+    clients: list[AsyncWeb3] = []
+
+    def connect(rpc_url: str) -> AsyncWeb3:
+        client = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        await client.provider.disconnect()

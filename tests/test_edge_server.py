@@ -122,8 +122,9 @@ async def test_health_fields() -> None:
         await get_text(session, server.make_url("/hello"))
         status, body = await get_json(session, server.make_url("/health"))
     assert status == 200
-    assert set(body) == {"status", "name", "delay_ms", "inflight", "requests", "uptime_s"}
+    assert set(body) == {"status", "name", "delay_ms", "inflight", "requests", "uptime_s", "chain"}
     assert body["status"] == "ok"
+    assert body["chain"] is None
     assert body["name"] == "edge-a"
     assert body["delay_ms"] == 1.5
     assert body["inflight"] == 0  # the probe itself is not counted

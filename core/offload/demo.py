@@ -22,6 +22,15 @@ from pathlib import Path
 
 import aiohttp
 
+from .demo_contracts import (
+    DEMO_PRIVATE_KEY,
+    KEY_ENV,
+    chain_args,
+    contracts_available,
+    contracts_config,
+    deployed_contracts,
+    run_contract_calls,
+)
 from .processes import ProcessGroup, StartupError
 from .stats import mean, percentile
 
@@ -85,7 +94,7 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def gateway_config(edges: dict[str, str], expected_throughput: int) -> str:
+def gateway_config(edges: dict[str, str], expected_throughput: int, contract_addresses: dict[str, str]) -> str:
     """plugins.toml text for the demo's gateway."""
     lines = [
         "[gateway]",
@@ -104,34 +113,42 @@ def gateway_config(edges: dict[str, str], expected_throughput: int) -> str:
         local = "true" if plan.local else "false"
         lines.append(f'  {{ name = "{plan.name}", url = "{edges[plan.name]}", local = {local} }},')
     lines.append("]")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if contract_addresses:
+        text += contracts_config(edges, contract_addresses)
+    return text
 
 
 async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: Path) -> str:
     """Start the edges and the gateway; return the gateway's base URL."""
     ports = {plan.name: free_port() for plan in DEMO_EDGES}
     addresses = [f"{DEMO_HOST}:{port}" for port in ports.values()]
-    edges: dict[str, str] = {}
+    edges = {plan.name: f"http://{DEMO_HOST}:{ports[plan.name]}" for plan in DEMO_EDGES}
+    with_contracts = contracts_available()
+    # The device's edge hosts the demo chain; the others relay to it.
+    chain_url = edges[DEMO_EDGES[0].name] + "/rpc"
     started = []
-    for plan in DEMO_EDGES:
-        url = f"http://{DEMO_HOST}:{ports[plan.name]}"
-        edges[plan.name] = url
+    for index, plan in enumerate(DEMO_EDGES):
         argv = [
             sys.executable, "-m", "offload_edge",
             "--host", DEMO_HOST, "--port", str(ports[plan.name]), "--name", plan.name,
             "--delay-ms", str(plan.delay_ms), "--peers", ",".join(addresses), "--processes", "1",
         ]  # fmt: skip
-        started.append(group.start(plan.name, argv, url + "/health"))
+        if with_contracts:
+            argv += chain_args(index == 0, chain_url)
+        started.append(group.start(plan.name, argv, edges[plan.name] + "/health"))
     await asyncio.gather(*(group.wait_healthy(process) for process in started))
+    contract_addresses = await deployed_contracts(edges[DEMO_EDGES[0].name]) if with_contracts else {}
 
     config_path = workdir / "plugins.toml"
-    config_path.write_text(gateway_config(edges, options.expected_throughput))
+    config_path.write_text(gateway_config(edges, options.expected_throughput, contract_addresses))
     gateway_url = f"http://{DEMO_HOST}:{options.port}"
     argv = [
         sys.executable, "-m", "offload", "serve",
         "--config", str(config_path), "--host", DEMO_HOST, "--port", str(options.port),
     ]  # fmt: skip
-    await group.wait_healthy(group.start("gateway", argv, gateway_url + "/health"))
+    env = {KEY_ENV: DEMO_PRIVATE_KEY} if with_contracts else None
+    await group.wait_healthy(group.start("gateway", argv, gateway_url + "/health", env=env))
     return gateway_url
 
 
@@ -253,7 +270,12 @@ async def run_demo(options: DemoOptions) -> int:
             samples = await replay_experiment(gateway_url, options)
             print()
             print(report(samples, options))
-            return 0 if all(sample.status == 200 for sample in samples) else 1
+            healthy = all(sample.status == 200 for sample in samples)
+            if contracts_available():
+                lines, contracts_ok = await run_contract_calls(gateway_url)
+                print("\n".join(lines))
+                healthy = healthy and contracts_ok
+            return 0 if healthy else 1
         except StartupError as exc:
             print(f"offload demo: {exc}", file=sys.stderr)
             return 1

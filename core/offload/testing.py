@@ -7,6 +7,7 @@ shutdown) runs exactly as under ``app.run``.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,5 +68,20 @@ async def serve_app(app: Sanic, host: str = "127.0.0.1", port: int = 0) -> Async
         closing = server.close()
         if closing is not None:
             await closing
+        await close_connections(server.connections)
         await server.after_stop()
         sock.close()
+
+
+async def close_connections(connections: set, grace_s: float = 1.0) -> None:
+    """Close kept-alive connections as ``app.run`` does at shutdown: idle ones now, busy ones after a grace period.
+
+    Without this a stopped server would keep answering on connections clients already had open.
+    """
+    for connection in list(connections):
+        connection.close_if_idle()
+    deadline = asyncio.get_running_loop().time() + grace_s
+    while connections and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)  # let in-flight responses finish (bounded)
+    for connection in list(connections):
+        connection.close()

@@ -48,8 +48,13 @@ class EdgeConfig:
     delay_ms: float = 0.0
     peers: list[str] = field(default_factory=list)
     processes: int | None = None
+    # Serve an embedded EVM chain at POST /rpc, or relay /rpc to another edge's chain.
+    chain: bool = False
+    chain_upstream: str | None = None
 
     def __post_init__(self) -> None:
+        if self.chain and self.chain_upstream:
+            raise ValueError("chain and chain_upstream are exclusive: host a chain or relay to one")
         if not math.isfinite(self.delay_ms) or self.delay_ms < 0:
             raise ValueError(f"delay_ms must be a finite number >= 0, got {self.delay_ms!r}")
         if self.processes is not None and self.processes < 1:
@@ -165,6 +170,11 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     install_error_handlers(app)
     _install_middleware(app, stats, config.delay_ms / 1000.0)
     attach_pool(app, config.processes)
+    if config.chain or config.chain_upstream:
+        # Imported here so an edge without the chain extra never needs eth-tester.
+        from .chain.routes import EmbeddedBackend, RelayBackend, install_chain_routes
+
+        install_chain_routes(app, RelayBackend(config.chain_upstream) if config.chain_upstream else EmbeddedBackend())
 
     @app.get("/hello")
     async def hello(request: Request) -> HTTPResponse:
@@ -191,6 +201,7 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
                 "inflight": max(0, stats.inflight - 1),
                 "requests": stats.requests,
                 "uptime_s": round(stats.uptime_s, 3),
+                **(app.ctx.chain.health() if getattr(app.ctx, "chain", None) else {"chain": None}),
             }
         )
 

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import math
 import sys
+from urllib.parse import urlsplit
 
 from .app import EdgeConfig, create_edge_app
 
@@ -54,6 +55,13 @@ def _peers(value: str) -> list[str]:
     return [peer.strip() for peer in value.split(",") if peer.strip()]
 
 
+def _loopback_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "http" or not parts.hostname or not _is_loopback_v4(parts.hostname):
+        raise argparse.ArgumentTypeError(f"must be an http:// URL on 127.0.0.0/8, got {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``offload-edge``."""
     parser = argparse.ArgumentParser(
@@ -81,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="process pool size for CPU tasks (default: number of CPUs)",
     )
+    chain = parser.add_mutually_exclusive_group()
+    chain.add_argument(
+        "--chain", action="store_true", help="serve an embedded EVM dev chain at POST /rpc (demo contracts deployed)"
+    )
+    chain.add_argument(
+        "--chain-upstream",
+        metavar="URL",
+        type=_loopback_url,
+        help="relay POST /rpc to another node's JSON-RPC URL (loopback only), e.g. http://127.0.0.1:5000/rpc",
+    )
     return parser
 
 
@@ -95,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    config = EdgeConfig(name=args.name, delay_ms=args.delay_ms, peers=args.peers, processes=args.processes)
+    config = EdgeConfig(
+        name=args.name,
+        delay_ms=args.delay_ms,
+        peers=args.peers,
+        processes=args.processes,
+        chain=args.chain,
+        chain_upstream=args.chain_upstream,
+    )
     app = create_edge_app(config)
     # single_process keeps the started PID the server itself (no worker manager),
     # so callers can stop it by PID; Sanic's own SIGINT/SIGTERM handlers stop it cleanly.
