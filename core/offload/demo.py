@@ -259,6 +259,8 @@ async def run_demo(options: DemoOptions) -> int:
                 print(f"  {process.name:<10} pid {process.pid:<7} {process.health_url.rsplit('/', 1)[0]}")
             if options.serve:
                 print(f"\ngateway ready: curl {gateway_url}/square/20   (Ctrl-C to stop)")
+                if contracts_available():
+                    print(f"               curl '{gateway_url}/contracts/execcontract?contractID=Hello&operation=hello'")
                 await wait_for_signal()
                 return 0
             print(

@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_utils import keccak
 from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError, Web3ValidationError
@@ -29,7 +31,21 @@ T = TypeVar("T")
 GAS_PRICE_TTL_S = 2.0
 
 
+ERROR_SELECTOR = "0x08c379a0"  # Error(string), what require(cond, "reason") reverts with
+PANIC_SELECTOR = "0x4e487b71"  # Panic(uint256): overflow, division by zero, ...
+
+
 def revert_reason(exc: ContractLogicError) -> str:
+    """The reason a contract gave, from the revert data when there is any (nodes word messages differently)."""
+    data = exc.data.get("data") if isinstance(exc.data, dict) else exc.data  # hardhat nests it
+    data = data if isinstance(data, str) else ""
+    try:
+        if data.startswith(ERROR_SELECTOR):
+            return str(abi_decode(["string"], bytes.fromhex(data[10:]))[0])
+        if data.startswith(PANIC_SELECTOR):
+            return f"panic code {hex(abi_decode(['uint256'], bytes.fromhex(data[10:]))[0])}"
+    except (ValueError, DecodingError):
+        pass
     message = exc.message or str(exc)
     return message.removeprefix("execution reverted: ").removeprefix("execution reverted")
 
