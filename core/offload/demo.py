@@ -260,7 +260,9 @@ async def run_demo(options: DemoOptions) -> int:
             if options.serve:
                 print(f"\ngateway ready: curl {gateway_url}/square/20   (Ctrl-C to stop)")
                 if contracts_available():
-                    print(f"               curl '{gateway_url}/contracts/execcontract?contractID=Hello&operation=hello'")
+                    print(
+                        f"               curl '{gateway_url}/contracts/execcontract?contractID=Hello&operation=hello'"
+                    )
                 await wait_for_signal()
                 return 0
             print(
