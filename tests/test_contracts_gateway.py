@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
 import pytest
+from eth_account import Account
 from sanic import Request, Sanic, response
 from sanic.response import HTTPResponse
 
+from offload import ConfigError
 from offload.testing import serve_app
 from offload_edge.chain.artifacts import load_artifact
 from offload_edge.chain.node import DEV_ACCOUNT, DEV_PRIVATE_KEY, demo_contract_addresses
 
-from chain_helpers import deploy
+from chain_helpers import deploy, transact
 from conftest import EdgeFactory, Gateway, GatewayFactory, Web3Factory
 
 KEY_ENV = "OFFLOAD_CONTRACTS_PRIVATE_KEY"
@@ -245,3 +248,39 @@ async def test_the_key_is_never_shown(chain_gateway: Gateway) -> None:
             assert key_hex not in await reply.text()
     status, body = await post_json(chain_gateway, "/contracts/Counter/decrement", {})
     assert status == 422 and key_hex not in str(body)
+
+
+async def test_a_lagging_node_is_not_chosen_for_reads(
+    edge: EdgeFactory, gateway: GatewayFactory, signing_key: str, web3_client: Web3Factory
+) -> None:
+    ahead, behind = await edge("ahead", chain=True), await edge("behind", chain=True)
+    w3 = web3_client(ahead.make_url("/rpc"))
+    counter = w3.eth.contract(address=demo_contract_addresses()["Counter"], abi=load_artifact("Counter")["abi"])
+    for _ in range(10):  # ten more blocks on one chain only
+        await transact(w3, counter, "increment", DEV_PRIVATE_KEY)
+    servers = [{"name": "behind", "url": behind.url}, {"name": "ahead", "url": ahead.url}]
+    gw = await gateway(contracts_document(servers, policy="random", max_lag=8))
+    chosen = {(await gw.get_json("/contracts/Counter/get"))[1]["server"] for _ in range(12)}
+    assert chosen == {"ahead"}
+    status, body, _ = await gw.get_json("/servers")
+    assert status == 200
+    described = {server["name"]: server for server in body["pools"]["contracts"]["servers"]}
+    assert (described["ahead"]["height"], described["behind"]["height"]) == (12, 2)
+
+
+async def test_keystore_signer(
+    edge: EdgeFactory, gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv("OFFLOAD_CONTRACTS_KEYSTORE_PASSWORD", "correct horse")
+    keystore = tmp_path / "key.json"
+    keystore.write_text(json.dumps(Account.encrypt(DEV_PRIVATE_KEY, "correct horse")))
+    origin = await edge("origin", chain=True)
+    gw = await gateway(contracts_document([{"name": "origin", "url": origin.url}], keystore=str(keystore)))
+    status, body = await post_json(gw, "/contracts/Counter/increment", {})
+    assert status == 200 and body["data"]["events"][0]["args"]["by"] == DEV_ACCOUNT
+
+    monkeypatch.setenv("OFFLOAD_CONTRACTS_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(ConfigError, match="cannot be read or decrypted") as caught:
+        await gateway(contracts_document([{"name": "origin", "url": origin.url}], keystore=str(keystore)))
+    assert "wrong" not in str(caught.value)
