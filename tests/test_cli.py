@@ -51,6 +51,7 @@ def test_validate_accepts_the_shipped_plugins_toml() -> None:
     result = run_offload("validate", "--config", str(shipped))
     assert result.returncode == 0, result.stderr
     assert "plugin math: prefix /, pools math (3 servers)" in result.stdout
+    assert "plugin contracts: prefix /contracts, pools contracts (2 servers)" in result.stdout
 
 
 def test_plugins_lists_installed_plugins_with_versions(tmp_path: Path) -> None:
