@@ -199,7 +199,7 @@ async def test_reads_fail_over_when_a_node_dies(edge: EdgeFactory, gateway: Gate
     status, body, _ = await gw.get_json("/contracts/Counter/get")
     assert (status, body["server"], body["data"]) == (200, "slow", 0)
     fast_state = gw.app.ctx.registry.pool("contracts").find("fast")
-    assert fast_state.healthy is False and "unreachable" in fast_state.down_reason
+    assert fast_state.breaker.state == "open" and "unreachable" in fast_state.exclusion()
 
 
 async def test_a_write_whose_answer_is_lost_is_not_sent_twice(

@@ -157,10 +157,20 @@ async def test_servers_and_plugins_routes_show_live_state(edge: EdgeFactory, gat
     status, body, _ = await gw.get_json("/servers")
     assert status == 200
     pool = body["pools"]["math"]
-    assert pool["policy"] == "min_latency" and pool["consider_throughput"] is True and pool["throughput"] == 1
+    assert pool["policy"] == "p2c_ewma" and pool["consider_throughput"] is True and pool["throughput"] == 1
+    assert pool["counters"] == {
+        "retries": 0,
+        "retries_refused_by_budget": 0,
+        "hedges": 0,
+        "hedges_won": 0,
+        "fail_open": 0,
+    }
     by_name = {server["name"]: server for server in pool["servers"]}
     assert by_name["local"]["requests"] == 1 and by_name["local"]["local"] is True
-    assert by_name["near"]["healthy"] is True and by_name["near"]["latency_ewma_ms"] >= 5
+    near = by_name["near"]
+    assert near["available"] is True and near["probe_ok"] is True and near["circuit"] == "closed"
+    assert near["latency_ewma_ms"] >= 5 and near["peak_ewma_ms"] >= 5 and near["score_ms"] >= 5
+    assert near["inflight"] == 0 and near["failures"] == 0 and near["excluded_because"] is None
     status, body, _ = await gw.get_json("/plugins")
     assert status == 200
     assert body["enabled"] == [{"name": "math", "prefix": "/", "pools": ["math"]}]

@@ -63,7 +63,7 @@ def test_throughput_rule_local_until_over_expected() -> None:
     for _ in range(6):
         server = engine.choose(pool)
         if server.local:
-            engine.meters["p"].record()
+            engine.runtime["p"].meter.record()
         chosen.append(server.name)
     assert chosen == ["local", "local", "local", "local", "near", "near"]
 
@@ -71,12 +71,12 @@ def test_throughput_rule_local_until_over_expected() -> None:
 def test_throughput_rule_skips_a_down_local_and_falls_back_to_it_when_alone() -> None:
     engine, pool = make_engine(consider_throughput=True, expected_throughput=0, window_s=60)
     local, near, far = pool.servers
-    local.mark_down("refused")
+    local.record_probe(False, None, "refused", None)
     assert engine.choose(pool) is near
-    local.mark_up()
-    engine.meters["p"].record()
-    near.mark_down("refused")
-    far.mark_down("refused")
+    local.record_probe(True, 0.05, None, None)
+    engine.runtime["p"].meter.record()
+    near.record_probe(False, None, "refused", None)
+    far.record_probe(False, None, "refused", None)
     # Over the limit and no remote left: run locally rather than fail.
     assert engine.choose(pool) is local
 
@@ -84,19 +84,30 @@ def test_throughput_rule_skips_a_down_local_and_falls_back_to_it_when_alone() ->
 def test_without_the_rule_the_policy_sees_every_available_server() -> None:
     engine, pool = make_engine(consider_throughput=False)
     assert engine.choose(pool).name == "near"
-    pool.servers[1].mark_down("refused")
+    pool.servers[1].record_probe(False, None, "refused", None)
     assert engine.choose(pool).name == "far"
 
 
-def test_no_server_error_lists_why_each_was_excluded() -> None:
+def test_all_unhealthy_fails_open_to_the_least_bad_then_503_lists_why() -> None:
+    from offload.selection import choose
+
     engine, pool = make_engine(consider_throughput=False)
     for server in pool.servers:
-        server.mark_down(f"probe failed: {server.name} timed out")
+        server.record_probe(False, None, f"probe failed: {server.name} timed out", None)
+    runtime = engine.runtime["p"]
+    first = choose(pool, runtime.policy, runtime.meter)
+    assert (first.server.name, first.fail_open) == ("near", True)  # fastest known of the unhealthy
+    assert choose(pool, runtime.policy, runtime.meter, exclude={"near"}).server.name == "far"
     with pytest.raises(OffloadError) as caught:
-        engine.choose(pool)
+        choose(pool, runtime.policy, runtime.meter, exclude={"local", "near", "far"})
     error = caught.value
     assert error.status == 503
     assert error.details["excluded"] == {
+        "local": "failed this request already",
+        "near": "failed this request already",
+        "far": "failed this request already",
+    }
+    assert first.excluded == {
         "local": "probe failed: local timed out",
         "near": "probe failed: near timed out",
         "far": "probe failed: far timed out",
@@ -115,5 +126,7 @@ def test_requested_server_must_be_in_the_pool() -> None:
 def test_unknown_policy_names_the_known_ones() -> None:
     registry = Registry()
     registry.add_pool(PoolConfig(name="p", policy="fastest"))
-    with pytest.raises(ValueError, match="unknown policy 'fastest'; choose one of: min_latency, random"):
+    with pytest.raises(
+        ValueError, match="unknown policy 'fastest'; choose one of: estimated_completion, least_inflight"
+    ):
         Engine(registry, GatewaySettings())

@@ -64,19 +64,32 @@ def test_remove_and_replace_keep_live_state_of_servers_that_stay() -> None:
     assert pool.addresses() == ["127.0.0.1:5001"]
 
 
-def test_latency_average_and_health_marks() -> None:
+def test_latency_averages_probes_and_failures() -> None:
     server = make_pool(ServerSpec("a", "127.0.0.1:5001")).servers[0]
-    assert server.available and server.healthy is None
+    assert server.available and server.probe_ok is None
+    assert server.cost.estimate_s == 10.0  # unmeasured: pessimistic (the pool's timeout)
     server.record_latency(0.010)
     server.record_latency(0.020)
     assert server.latency_ewma_s == pytest.approx(0.013)
-    server.mark_down("refused")
-    server.mark_down("refused")
-    assert not server.available and server.consecutive_failures == 2 and server.failures == 2
-    server.mark_up()
-    assert server.available and server.consecutive_failures == 0 and server.down_reason is None
+    assert server.cost.estimate_s == pytest.approx(0.020)  # peak-sensitive: jumps to a slower sample
+    server.record_probe(False, None, "probe failed: refused", None)
+    assert not server.available and server.exclusion() == "probe failed: refused"
+    server.record_probe(True, 0.001, None, 7)
+    assert server.available and server.height == 7
+    opened = server.record_failure("unreachable: refused", may_open=True, immediate=True)
+    assert opened and not server.available and "circuit open" in server.exclusion()
+    assert server.cost.estimate_s == 10.0  # a failure costs the penalty, however fast it came
     described = server.describe()
-    assert described["latency_ewma_ms"] == pytest.approx(13.0) and described["failures"] == 2
+    assert described["circuit"] == "open" and described["failures"] == 1 and described["times_ejected"] == 1
+
+
+def test_ejection_never_takes_more_than_half_the_pool() -> None:
+    pool = make_pool(*(ServerSpec(name, f"127.0.0.1:{5000 + i}") for i, name in enumerate("abcd")))
+    opened = [
+        server.record_failure("refused", may_open=pool.may_eject_one_more(), immediate=True) for server in pool.servers
+    ]
+    assert opened == [True, True, False, False]
+    assert pool.ejected() == 2
 
 
 def test_registry_refuses_a_pool_defined_twice() -> None:

@@ -157,6 +157,7 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
         pools = engine.registry.describe()
         for name, description in pools.items():
             description["throughput"] = engine.throughput(name)
+            description["counters"] = engine.counters(name)
         return response.json({"pools": pools})
 
     async def plugins(request: Request) -> HTTPResponse:

@@ -1,4 +1,4 @@
-"""The decision engine: run locally or offload, pick a server, send, measure, account.
+"""The decision engine: run locally or offload, pick a server, send, measure, retry, account.
 
 The engine knows nothing of what a task means; plugins describe a task as an
 HTTP call relative to a server's base URL and get back the result envelope.
@@ -8,64 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import math
 import random
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
 
 from .addresses import host_port, normalize_url
 from .errors import OffloadError
-from .health import Prober, describe_exception, fetch_server_list, probe_all
+from .health import Prober, fetch_server_list, probe_all
 from .policies import BUILTIN_POLICIES, Policy, PolicyFactory
 from .registry import Pool, Registry, Server
+from .retry_budget import RetryBudget
+from .selection import Choice, choose, eligible, no_server_error
+from .sending import AttemptFailed, send_once
 from .settings import GatewaySettings, ServerSpec
+from .stats import LatencyWindow
+from .tasks import OffloadResult, Task
 from .throughput import SlidingWindowCounter
+
+__all__ = ["Engine", "OffloadResult", "PoolUpdate", "Task"]
 
 log = logging.getLogger("offload.engine")
 
-# Bytes of an upstream's error body quoted back to the caller.
-ERROR_BODY_EXCERPT = 200
-
-
-@dataclass(frozen=True)
-class Task:
-    """An HTTP call to make on whichever server the engine picks."""
-
-    path: str
-    method: str = "GET"
-    params: Mapping[str, str] | None = None
-    json: Any = None
-    body: bytes | None = None  # sent as is when set (with your own Content-Type header)
-    headers: Mapping[str, str] | None = None
-    # Safe to send again elsewhere if the first server fails (used by retries).
-    idempotent: bool = True
-    timeout_s: float | None = None
-
-
-@dataclass(frozen=True)
-class OffloadResult:
-    """A task's answer and how it was obtained."""
-
-    data: Any
-    server: str
-    status_code: int
-    throughput: int
-    time: float
-
-    def envelope(self) -> dict[str, Any]:
-        """The gateway's answer: ``{"data", "server", "status_code", "throughput", "time"}``."""
-        return {
-            "data": self.data,
-            "server": self.server,
-            "status_code": self.status_code,
-            "throughput": self.throughput,
-            "time": self.time,
-        }
+# Hedging delay while a pool has no latency history yet.
+DEFAULT_HEDGE_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -74,6 +45,28 @@ class PoolUpdate:
 
     kept: list[str]
     dropped: dict[str, str]  # address -> why
+
+
+@dataclass
+class PoolCounters:
+    """What the engine did beyond a plain request, per pool (shown by ``GET /servers``)."""
+
+    retries: int = 0
+    retries_refused_by_budget: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
+    fail_open: int = 0
+
+
+@dataclass
+class PoolRuntime:
+    """The engine's per-pool machinery."""
+
+    policy: Policy
+    meter: SlidingWindowCounter
+    budget: RetryBudget
+    latencies: LatencyWindow
+    counters: PoolCounters
 
 
 class Engine:
@@ -91,9 +84,7 @@ class Engine:
         self.gateway = gateway
         self.rng = rng or random.Random()
         self.policy_factories: dict[str, PolicyFactory] = {**BUILTIN_POLICIES, **(policies or {})}
-        self.policies: dict[str, Policy] = {}
-        self.meters: dict[str, SlidingWindowCounter] = {}
-        self.timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self.runtime: dict[str, PoolRuntime] = {}
         for pool in registry.pools.values():
             self.configure_pool(pool)
         # Custom health probes by pool name (from plugins); others get the HTTP probe.
@@ -102,15 +93,19 @@ class Engine:
         self._probe_task: asyncio.Task[None] | None = None
 
     def configure_pool(self, pool: Pool) -> None:
-        """Build the pool's policy, throughput meter and call timeout."""
+        """Build the pool's policy, throughput meter, retry budget and latency window."""
         config = pool.config
         factory = self.policy_factories.get(config.policy)
         if factory is None:
             known = ", ".join(sorted(self.policy_factories))
             raise ValueError(f"pool {pool.name!r}: unknown policy {config.policy!r}; choose one of: {known}")
-        self.policies[pool.name] = factory(self.rng)
-        self.meters[pool.name] = SlidingWindowCounter(config.window_s)
-        self.timeouts[pool.name] = aiohttp.ClientTimeout(total=config.timeout_s)
+        self.runtime[pool.name] = PoolRuntime(
+            policy=factory(self.rng),
+            meter=SlidingWindowCounter(config.window_s),
+            budget=RetryBudget(ratio=config.retry_budget),
+            latencies=LatencyWindow(),
+            counters=PoolCounters(),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -161,11 +156,7 @@ class Engine:
         await asyncio.gather(
             *(
                 probe_all(
-                    self.session,
-                    pool.servers,
-                    gateway.probe_path,
-                    gateway.probe_timeout_s,
-                    self.probers.get(pool.name),
+                    self.session, pool.servers, gateway.probe_path, gateway.probe_timeout_s, self.probers.get(pool.name)
                 )
                 for pool in self.registry.pools.values()
                 if pool.servers
@@ -184,134 +175,162 @@ class Engine:
 
     def throughput(self, pool_name: str) -> int:
         """Requests run locally in the pool's current window."""
-        return self.meters[pool_name].count()
+        return self.runtime[pool_name].meter.count()
+
+    def counters(self, pool_name: str) -> dict[str, int]:
+        """Retries, hedges and fail-open decisions so far."""
+        runtime = self.runtime[pool_name]
+        runtime.counters.retries_refused_by_budget = runtime.budget.refused
+        return asdict(runtime.counters)
 
     def choose(self, pool: Pool, requested: str | None = None, exclude: Collection[str] = ()) -> Server:
-        """Pick the server for one task, or raise a 400/503 :class:`OffloadError` saying why.
+        """The server the next task would go to (see :func:`offload.selection.choose`)."""
+        return self._choose(pool, requested, exclude).server
 
-        ``exclude`` names servers not to use this time (e.g. one that just failed).
-        """
-        if requested:
-            server = pool.find(requested)
-            if server is None:
-                names = ", ".join(f"{s.name} ({s.address})" for s in pool.servers) or "none"
-                raise OffloadError(400, f"server {requested!r} is not in pool {pool.name!r}; choose one of: {names}")
-            return server
-        if not pool.servers:
-            raise OffloadError(503, f"pool {pool.name!r} has no servers; add some in plugins.toml")
-        config = pool.config
-        eligible, excluded = self.eligible(pool, exclude)
-        local = pool.local_server()
-        policy = self.policies[pool.name]
-        if config.consider_throughput and local is not None:
-            local_ok = local in eligible
-            # The original rule, kept exactly: local while throughput <= expected.
-            if local_ok and self.meters[pool.name].count() <= config.expected_throughput:
-                return local
-            remote = [server for server in eligible if not server.local]
-            if remote:
-                return policy.choose(remote)
-            if local_ok:  # over the limit but nobody else can take it: slow beats lost
-                return local
-        elif eligible:
-            return policy.choose(eligible)
-        raise self.no_server_error(pool, excluded)
+    def _choose(self, pool: Pool, requested: str | None, exclude: Collection[str]) -> Choice:
+        runtime = self.runtime[pool.name]
+        return choose(pool, runtime.policy, runtime.meter, requested, exclude)
 
-    @staticmethod
-    def eligible(pool: Pool, exclude: Collection[str] = ()) -> tuple[list[Server], dict[str, str]]:
-        """Servers that may take a task now, and why each other one may not."""
-        excluded: dict[str, str] = {}
-        best_height = max((s.height for s in pool.servers if s.available and s.height is not None), default=None)
-        eligible = []
-        for server in pool.servers:
-            if server.name in exclude:
-                excluded[server.name] = "failed this request already"
-            elif not server.available:
-                excluded[server.name] = server.down_reason or "unavailable"
-            elif (
-                pool.config.max_lag
-                and best_height is not None
-                and server.height is not None
-                and best_height - server.height > pool.config.max_lag
-            ):
-                behind = best_height - server.height
-                excluded[server.name] = f"lagging {behind} behind the best known height {best_height}"
-            else:
-                eligible.append(server)
-        return eligible, excluded
-
-    @staticmethod
-    def no_server_error(pool: Pool, excluded: dict[str, str]) -> OffloadError:
-        """503 that says, per server, why it was not chosen."""
-        reasons = "; ".join(f"{name}: {why}" for name, why in excluded.items())
-        return OffloadError(
-            503, f"no server available in pool {pool.name!r} ({reasons})", details={"excluded": excluded}
-        )
+    eligible = staticmethod(eligible)
 
     # -- sending -----------------------------------------------------------------------------
 
     async def offload(
         self, pool_name: str, task: Task, server: str | None = None, exclude: Collection[str] = ()
     ) -> OffloadResult:
-        """Run ``task`` on the best server of ``pool_name`` (or the one named by ``server``)."""
+        """Run ``task`` on the best server of ``pool_name`` (or the one named by ``server``).
+
+        An idempotent task whose server fails is retried on another server within
+        the task's deadline and the pool's retry budget; with hedging on, a slow
+        answer is raced by a second server.
+        """
         started = time.perf_counter()
         pool = self.registry.pool(pool_name)
-        target = self.choose(pool, server, exclude)
-        meter = self.meters[pool_name]
-        if target.local:
-            meter.record()
-        status, data = await self._send(pool, target, task)
+        runtime = self.runtime[pool_name]
+        deadline = started + (task.timeout_s or pool.config.timeout_s)
+        tried = set(exclude)
+        flexible = task.idempotent and not server
+        retries_left = pool.config.retries if flexible else 0
+        runtime.budget.active_requests += 1
+        retrying = False  # holds a retry-budget slot
+        try:
+            choice = self._choose(pool, server, tried)
+            while True:
+                if choice.fail_open:
+                    runtime.counters.fail_open += 1
+                try:
+                    status, data, target = await self._attempt(pool, choice, task, deadline, tried, flexible)
+                    break
+                except AttemptFailed as failure:
+                    tried.add(failure.server or choice.server.name)
+                    if retrying:
+                        runtime.budget.retry_done()
+                        retrying = False
+                    next_choice = self._next_choice(pool, runtime, deadline, tried, retries_left)
+                    if next_choice is None:
+                        raise self._final_error(pool, choice, failure) from None
+                    retries_left -= 1
+                    runtime.counters.retries += 1
+                    retrying = True
+                    choice = next_choice
+        finally:
+            if retrying:
+                runtime.budget.retry_done()
+            runtime.budget.active_requests -= 1
         return OffloadResult(
             data=data,
             server=target.name,
             status_code=status,
-            throughput=meter.count(),
+            throughput=runtime.meter.count(),
             time=time.perf_counter() - started,
         )
 
-    async def _send(self, pool: Pool, target: Server, task: Task) -> tuple[int, Any]:
-        """One HTTP call; updates the server's state; maps failures to 502/504."""
-        timeout = aiohttp.ClientTimeout(total=task.timeout_s) if task.timeout_s else self.timeouts[pool.name]
-        where = f"server {target.name!r} ({target.url})"
-        target.inflight += 1
-        target.requests += 1
-        sent = time.perf_counter()
+    def _next_choice(
+        self, pool: Pool, runtime: PoolRuntime, deadline: float, tried: set[str], retries_left: int
+    ) -> Choice | None:
+        """Where to retry, if a retry is allowed and anyone is left; claims a budget slot."""
+        if retries_left <= 0 or time.perf_counter() >= deadline:
+            return None
         try:
-            async with self.session.request(
-                task.method,
-                target.url + task.path,
-                params=task.params,
-                json=task.json,
-                data=task.body,
-                headers=task.headers,
-                timeout=timeout,
-            ) as response:
-                body = await response.read()
-                status = response.status
-                is_json = response.content_type == "application/json"
-        except TimeoutError:
-            target.failures += 1
-            target.last_error = f"timed out after {timeout.total:g} s"
-            raise OffloadError(504, f"{where} did not answer within {timeout.total:g} s", server=target.name) from None
-        except aiohttp.ClientError as exc:
-            target.mark_down(f"unreachable: {describe_exception(exc)}")
-            raise OffloadError(502, f"{where} is unreachable: {describe_exception(exc)}", server=target.name) from None
+            choice = self._choose(pool, None, tried)
+        except OffloadError:
+            return None
+        if not runtime.budget.allow_retry():
+            return None
+        return choice
+
+    @staticmethod
+    def _final_error(pool: Pool, choice: Choice, failure: AttemptFailed) -> OffloadError:
+        """The error the caller gets: the failure itself, or a 503 if we were already failing open."""
+        if not choice.fail_open:
+            return failure
+        excluded = {**choice.excluded, choice.server.name: f"tried anyway: {failure.message}"}
+        return no_server_error(pool, excluded)
+
+    async def _attempt(
+        self, pool: Pool, choice: Choice, task: Task, deadline: float, tried: set[str], may_hedge: bool
+    ) -> tuple[int, Any, Server]:
+        """One attempt, raced by a hedge on a second server when hedging is on and the first is slow."""
+        first = self._send(pool, choice.server, task, deadline)
+        if not (may_hedge and pool.config.hedge and not choice.fail_open):
+            status, data = await first
+            return status, data, choice.server
+        runtime = self.runtime[pool.name]
+        contenders: dict[asyncio.Future[tuple[int, Any]], Server] = {asyncio.ensure_future(first): choice.server}
+        try:
+            done, _ = await asyncio.wait(set(contenders), timeout=self.hedge_delay(pool))
+            if not done:
+                try:
+                    second = self._choose(pool, None, {*tried, choice.server.name})
+                except OffloadError:
+                    second = None
+                if second is not None and not second.fail_open:
+                    runtime.counters.hedges += 1
+                    contenders[asyncio.ensure_future(self._send(pool, second.server, task, deadline))] = second.server
+            pending = set(contenders)
+            failure: AttemptFailed | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    error = future.exception()
+                    if error is None:
+                        winner = contenders[future]
+                        if winner is not choice.server:
+                            runtime.counters.hedges_won += 1
+                        status, data = future.result()
+                        return status, data, winner
+                    if not isinstance(error, AttemptFailed):
+                        raise error
+                    tried.add(contenders[future].name)
+                    failure = failure or error
+            assert failure is not None
+            raise failure
         finally:
-            target.inflight -= 1
-        elapsed = time.perf_counter() - sent
-        text = body.decode("utf-8", errors="replace")
-        if status >= 500:
-            target.failures += 1
-            target.last_error = f"HTTP {status}"
-            raise OffloadError(
-                502,
-                f"{where} failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",
-                server=target.name,
-                details={"upstream_status": status},
+            # The loser (or everything, if our caller went away) is cancelled, never left running.
+            for future in contenders:
+                if not future.done():
+                    future.cancel()
+            await asyncio.gather(*contenders, return_exceptions=True)
+
+    async def _send(self, pool: Pool, target: Server, task: Task, deadline: float) -> tuple[int, Any]:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise AttemptFailed(
+                504, f"no time left for server {target.name!r}: the deadline passed", server=target.name
             )
-        target.record_latency(elapsed)
-        target.mark_up()
-        return status, decode_body(text, is_json)
+        runtime = self.runtime[pool.name]
+        if target.local:
+            runtime.meter.record()
+        status, data, elapsed = await send_once(self.session, pool, target, task, remaining)
+        runtime.latencies.add(elapsed)
+        return status, data
+
+    def hedge_delay(self, pool: Pool) -> float:
+        """Seconds to wait before hedging: configured, or the pool's observed p95."""
+        if pool.config.hedge_after_ms > 0:
+            return pool.config.hedge_after_ms / 1000
+        p95 = self.runtime[pool.name].latencies.quantile(0.95)
+        return DEFAULT_HEDGE_DELAY_S if math.isnan(p95) else p95
 
     # -- changing pools ----------------------------------------------------------------------
 
@@ -333,8 +352,10 @@ class Engine:
                 dropped[address] = str(exc)
                 continue
             candidates.setdefault(url, ServerSpec(host_port(url), url))
-        trial = [Server(spec.name, spec.url, spec.local) for spec in candidates.values()]
-        results = await probe_all(self.session, trial, self.gateway.probe_path, self.gateway.probe_timeout_s)
+        trial = [pool.new_server(spec.name, spec.url, spec.local) for spec in candidates.values()]
+        results = await probe_all(
+            self.session, trial, self.gateway.probe_path, self.gateway.probe_timeout_s, self.probers.get(pool.name)
+        )
         keep = []
         for spec, result in zip(candidates.values(), results, strict=True):
             if result.ok:
@@ -345,17 +366,6 @@ class Engine:
         # Fresh probe results for the servers that stay, new ones included.
         for server, probed in zip(trial, results, strict=True):
             live = pool.find(server.url)
-            if live is not None and probed.latency_s is not None:
-                live.record_latency(probed.latency_s)
-                live.mark_up()
+            if live is not None:
+                live.record_probe(probed.ok, probed.latency_s, probed.error, probed.height)
         return PoolUpdate(kept=pool.addresses(), dropped=dropped)
-
-
-def decode_body(text: str, is_json: bool) -> Any:
-    """JSON bodies become values; everything else stays text, as the original returned it."""
-    if is_json:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    return text

@@ -53,15 +53,7 @@ async def probe_server(session: aiohttp.ClientSession, server: Server, path: str
 
 def apply_probe(server: Server, result: ProbeResult) -> None:
     """Record a probe's verdict and latency on the server."""
-    server.last_probe_at = time.time()
-    if result.height is not None:
-        server.height = result.height
-    if result.ok:
-        if result.latency_s is not None:
-            server.record_latency(result.latency_s)
-        server.mark_up()
-    else:
-        server.mark_down(result.error or "probe failed")
+    server.record_probe(result.ok, result.latency_s, result.error, result.height)
 
 
 Prober = Callable[[Server], Awaitable[ProbeResult]]

@@ -1,7 +1,8 @@
 """Choosing one server among the candidates the engine allows.
 
 A policy only reads the registry's facts; it never probes or sends anything,
-so choosing is cheap enough for every request.
+so choosing is cheap enough for every request. Policies are built per pool
+from a seeded RNG, so choices are reproducible in tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -57,9 +58,92 @@ class MinLatencyPolicy:
         return min(candidates, key=latency)
 
 
+class LeastInflightPolicy:
+    """Fewest requests in flight; ties go to a random one of them."""
+
+    name = "least_inflight"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def choose(self, candidates: Sequence[Server]) -> Server:
+        fewest = min(server.inflight for server in candidates)
+        tied = [server for server in candidates if server.inflight == fewest]
+        return tied[self.rng.randrange(len(tied))]
+
+
+class RoundRobinPolicy:
+    """Each candidate in turn."""
+
+    name = "round_robin"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.turn = rng.randrange(1 << 16)
+
+    def choose(self, candidates: Sequence[Server]) -> Server:
+        self.turn += 1
+        return candidates[self.turn % len(candidates)]
+
+
+class P2CEwmaPolicy:
+    """Power of two choices over peak-EWMA latency x (in-flight + 1), as Finagle and Linkerd do.
+
+    One of the two candidates is the previous winner (when still a candidate),
+    the other drawn at random: "two choices with memory" (Shah and Prabhakar).
+    Under light load it settles on the fastest server instead of handing a
+    third of the traffic to the second-best, as memoryless p2c does with three
+    servers; as load grows, in-flight counts raise the winner's score and the
+    traffic spreads. The random draw keeps every server in play.
+    """
+
+    name = "p2c_ewma"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.remembered: Server | None = None
+
+    def choose(self, candidates: Sequence[Server]) -> Server:
+        if len(candidates) == 1:
+            self.remembered = candidates[0]
+            return candidates[0]
+        if self.remembered is not None and self.remembered in candidates:
+            first = self.remembered
+            others = [server for server in candidates if server is not first]
+            second = others[self.rng.randrange(len(others))]
+        else:
+            first, second = self.rng.sample(list(candidates), 2)
+        winner = first if first.cost.load(first.inflight) <= second.cost.load(second.inflight) else second
+        self.remembered = winner
+        return winner
+
+
+class EstimatedCompletionPolicy:
+    """Where the task is predicted to finish first: (in-flight + 1) x that server's service-time estimate.
+
+    With the device itself in the pool this is the local-or-offload rule that
+    compares the local queue against every edge: run locally while the local
+    queue clears sooner than the best remote round trip, offload otherwise.
+    """
+
+    name = "estimated_completion"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def choose(self, candidates: Sequence[Server]) -> Server:
+        return min(candidates, key=lambda server: server.cost.load(server.inflight))
+
+
 PolicyFactory = Callable[[random.Random], Policy]
 
 BUILTIN_POLICIES: dict[str, PolicyFactory] = {
-    RandomPolicy.name: RandomPolicy,
-    MinLatencyPolicy.name: MinLatencyPolicy,
+    policy.name: policy
+    for policy in (
+        RandomPolicy,
+        MinLatencyPolicy,
+        LeastInflightPolicy,
+        RoundRobinPolicy,
+        P2CEwmaPolicy,
+        EstimatedCompletionPolicy,
+    )
 }

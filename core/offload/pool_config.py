@@ -17,7 +17,7 @@ class PoolConfig:
     servers: tuple[ServerSpec, ...] = ()
     # Fetched at startup, answering {"data": [addresses]} (the original /getserverlists).
     servers_url: str | None = None
-    policy: str = "min_latency"
+    policy: str = "p2c_ewma"
     # The original rule: run locally while the local throughput <= expected_throughput.
     consider_throughput: bool = False
     expected_throughput: int = 25
@@ -26,6 +26,23 @@ class PoolConfig:
     default_port: int = 5000
     # Skip servers whose probed height is more than this behind the pool's best (0: off).
     max_lag: int = 0
+    # Peak-EWMA decay time (Finagle's tau).
+    decay_s: float = 10.0
+    # Passive ejection: open a server's circuit after this many consecutive failures,
+    # for eject_base_s x times ejected (at most eject_max_s), never ejecting more
+    # than max_ejected_ratio of the pool.
+    eject_after: int = 5
+    eject_base_s: float = 30.0
+    eject_max_s: float = 300.0
+    max_ejected_ratio: float = 0.5
+    # Idempotent tasks whose server fails are retried this many times on other servers,
+    # within the request's timeout, while retries stay under retry_budget of active requests.
+    retries: int = 1
+    retry_budget: float = 0.2
+    # Hedging: after hedge_after_ms (0: the pool's observed p95) without an answer, send the
+    # task to a second server too; the first answer wins, the other is cancelled.
+    hedge: bool = False
+    hedge_after_ms: float = 0.0
 
 
 def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) -> PoolConfig:
@@ -49,4 +66,13 @@ def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) 
         timeout_s=reader.positive_number("timeout_s"),
         default_port=default_port,
         max_lag=reader.integer("max_lag", 0),
+        decay_s=reader.positive_number("decay_s"),
+        eject_after=reader.integer("eject_after", 1),
+        eject_base_s=reader.positive_number("eject_base_s"),
+        eject_max_s=reader.positive_number("eject_max_s"),
+        max_ejected_ratio=reader.fraction("max_ejected_ratio"),
+        retries=reader.integer("retries", 0, 5),
+        retry_budget=reader.fraction("retry_budget"),
+        hedge=reader.boolean("hedge"),
+        hedge_after_ms=reader.non_negative_number("hedge_after_ms"),
     )

@@ -1,7 +1,8 @@
 """Server pools and the live state of every server in them.
 
-The registry holds facts (health, latency, in-flight, errors); it decides
-nothing. Policies read these facts and the engine writes them.
+The registry holds facts (probe verdicts, latency, in-flight, failures, the
+circuit); it decides nothing. Policies read these facts and the engine writes
+them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import host_port, normalize_url
+from .breaker import CLOSED, BreakerSettings, CircuitBreaker
+from .peak_ewma import PeakEwma
 from .pool_config import PoolConfig
 from .settings import ServerSpec
 
-# Weight of the newest sample in the latency average: reacts within a few
-# requests yet is not thrown by one outlier.
+# Weight of the newest sample in the plain latency average (min_latency): reacts
+# within a few requests yet is not thrown by one outlier.
 LATENCY_EWMA_ALPHA = 0.3
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 @dataclass(eq=False)
@@ -27,14 +34,15 @@ class Server:
     name: str
     url: str
     local: bool = False
-    healthy: bool | None = None  # verdict of the last probe or call; None: not yet known
-    down_reason: str | None = None
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    cost: PeakEwma = field(default_factory=PeakEwma)
+    probe_ok: bool | None = None  # verdict of the last active probe; None: not probed yet
+    probe_error: str | None = None
     latency_ewma_s: float | None = None
     last_latency_s: float | None = None
     inflight: int = 0
     requests: int = 0
     failures: int = 0
-    consecutive_failures: int = 0
     last_error: str | None = None
     last_probe_at: float | None = None
     height: int | None = None  # progress reported by probes (e.g. latest block), if any
@@ -47,30 +55,49 @@ class Server:
 
     @property
     def available(self) -> bool:
-        """Not known to be down."""
-        return self.healthy is not False
+        """Neither failing its probe nor kept out by its circuit."""
+        return self.exclusion() is None
+
+    def exclusion(self) -> str | None:
+        """Why this server may not take a request now, or None."""
+        if self.probe_ok is False:
+            return self.probe_error or "probe failing"
+        return self.breaker.describe() or None
 
     def record_latency(self, seconds: float) -> None:
-        """Fold a latency sample (probe or request) into the moving average."""
+        """Fold a latency sample (probe or request) into both averages."""
         self.last_latency_s = seconds
         if self.latency_ewma_s is None:
             self.latency_ewma_s = seconds
         else:
             self.latency_ewma_s += LATENCY_EWMA_ALPHA * (seconds - self.latency_ewma_s)
+        self.cost.observe(seconds)
 
-    def mark_up(self) -> None:
-        """The server answered: clear any failure streak."""
-        self.healthy = True
-        self.down_reason = None
-        self.consecutive_failures = 0
+    def record_success(self, seconds: float) -> None:
+        """A request answered in ``seconds``."""
+        self.record_latency(seconds)
+        self.breaker.on_success()
 
-    def mark_down(self, reason: str) -> None:
-        """The server failed to answer; keep it out of rotation until it answers again."""
-        self.healthy = False
-        self.down_reason = reason
-        self.last_error = reason
+    def record_failure(self, reason: str, *, may_open: bool, immediate: bool = False) -> bool:
+        """A request failed; returns True if that opened the circuit."""
         self.failures += 1
-        self.consecutive_failures += 1
+        self.last_error = reason
+        self.cost.penalize()
+        return self.breaker.on_failure(reason, may_open=may_open, immediate=immediate)
+
+    def record_probe(self, ok: bool, latency_s: float | None, error: str | None, height: int | None) -> None:
+        """An active health probe's verdict."""
+        self.last_probe_at = time.time()
+        if height is not None:
+            self.height = height
+        self.probe_ok = ok
+        self.probe_error = None if ok else (error or "probe failed")
+        if ok:
+            if latency_s is not None:
+                self.record_latency(latency_s)
+            self.breaker.on_probe_success()
+        else:
+            self.last_error = self.probe_error
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready view for ``GET /servers`` and error messages."""
@@ -78,14 +105,19 @@ class Server:
             "name": self.name,
             "url": self.url,
             "local": self.local,
-            "healthy": self.healthy,
-            "down_reason": self.down_reason,
-            "latency_ewma_ms": None if self.latency_ewma_s is None else round(self.latency_ewma_s * 1000, 3),
-            "last_latency_ms": None if self.last_latency_s is None else round(self.last_latency_s * 1000, 3),
+            "available": self.available,
+            "excluded_because": self.exclusion(),
+            "probe_ok": self.probe_ok,
+            "circuit": self.breaker.refresh(),
+            "score_ms": _ms(self.cost.load(self.inflight)),
+            "peak_ewma_ms": _ms(self.cost.estimate_s),
+            "latency_ewma_ms": _ms(self.latency_ewma_s),
+            "last_latency_ms": _ms(self.last_latency_s),
             "inflight": self.inflight,
             "requests": self.requests,
             "failures": self.failures,
-            "consecutive_failures": self.consecutive_failures,
+            "consecutive_failures": self.breaker.consecutive_failures,
+            "times_ejected": self.breaker.times_opened,
             "last_error": self.last_error,
             "height": self.height,
         }
@@ -106,6 +138,13 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.servers)
+
+    def new_server(self, name: str, url: str, local: bool) -> Server:
+        """A server with this pool's scoring and ejection settings."""
+        config = self.config
+        breaker = CircuitBreaker(BreakerSettings(config.eject_after, config.eject_base_s, config.eject_max_s))
+        cost = PeakEwma(decay_s=config.decay_s, penalty_s=config.timeout_s)
+        return Server(name=name, url=url, local=local, breaker=breaker, cost=cost)
 
     def find(self, key: str) -> Server | None:
         """The server whose name, URL or ``host[:port]`` is ``key``, if any."""
@@ -130,7 +169,7 @@ class Pool:
         name = spec.name
         if any(server.name == name for server in self.servers):
             name = host_port(url)  # keep names unique without refusing the server
-        server = Server(name=name, url=url, local=spec.local)
+        server = self.new_server(name, url, spec.local)
         self.servers.append(server)
         return server
 
@@ -155,6 +194,14 @@ class Pool:
     def local_server(self) -> Server | None:
         """The device itself, if the pool has it."""
         return next((server for server in self.servers if server.local), None)
+
+    def ejected(self) -> int:
+        """Servers whose circuit is not closed."""
+        return sum(1 for server in self.servers if server.breaker.refresh() != CLOSED)
+
+    def may_eject_one_more(self) -> bool:
+        """Ejection never takes out more than ``max_ejected_ratio`` of the pool."""
+        return self.ejected() + 1 <= int(self.config.max_ejected_ratio * len(self.servers))
 
     def addresses(self) -> list[str]:
         """``host:port`` of every server, as the original ``/listservers`` answered."""

@@ -10,8 +10,8 @@ from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
-from .engine import OffloadResult
 from .errors import OffloadError
+from .tasks import OffloadResult
 
 SERVER_HEADER = "X-Offload-Server"
 

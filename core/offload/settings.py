@@ -37,7 +37,7 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "max_connections": 256,
 }
 
-POLICY_DEFAULT = "min_latency"
+POLICY_DEFAULT = "p2c_ewma"
 
 # Options every plugin table may carry, understood by the core.
 PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
@@ -52,6 +52,15 @@ PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
     "timeout_s": 10.0,
     "default_port": DEFAULT_EDGE_PORT,
     "max_lag": 0,
+    "decay_s": 10.0,
+    "eject_after": 5,
+    "eject_base_s": 30.0,
+    "eject_max_s": 300.0,
+    "max_ejected_ratio": 0.5,
+    "retries": 1,
+    "retry_budget": 0.2,
+    "hedge": False,
+    "hedge_after_ms": 0.0,
 }
 
 
@@ -126,6 +135,18 @@ class OptionReader:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
             raise self.fail(key, "a positive number")
         return float(value)
+
+    def non_negative_number(self, key: str) -> float:
+        value = self.table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise self.fail(key, "a number of at least 0")
+        return float(value)
+
+    def fraction(self, key: str) -> float:
+        value = self.non_negative_number(key)
+        if value > 1:
+            raise self.fail(key, "a fraction from 0 to 1")
+        return value
 
     def servers(self, key: str, default_port: int) -> list[ServerSpec]:
         """A list of ``"host:port"`` strings or ``{name, url, local}`` tables."""

@@ -1,8 +1,9 @@
 """JSON-RPC through the gateway's engine, and a web3.py provider built on it.
 
 Every node call is an engine task, so node choice, health, latency accounting
-and the 502/503/504 errors are the gateway's, not web3's. Reads that fail on one
-node are retried once on another; writes never are (see ``transactions``).
+and the 502/503/504 errors are the gateway's, not web3's. Reads are idempotent
+tasks, which the engine retries on another node; writes never are retried
+blindly (see ``service``).
 """
 
 from __future__ import annotations
@@ -78,16 +79,10 @@ class RpcSender:
     async def send(self, body: bytes, *, idempotent: bool, exclude: Collection[str] = ()) -> tuple[Any, str]:
         """POST ``body``; returns (decoded JSON-RPC response, server name)."""
         task = Task(self.rpc_path, method="POST", body=body, headers=JSON_HEADERS, idempotent=idempotent)
-        pinned = pinned_server.get()
-        engine = self.plugin.require_engine()
-        pool = self.plugin.default_pool
-        try:
-            result = await engine.offload(pool, task, server=pinned, exclude=exclude)
-        except OffloadError as exc:
-            if not idempotent or pinned or exc.status not in RETRYABLE_STATUSES or exc.server is None:
-                raise
-            # A read is safe anywhere: try once more on another node.
-            result = await engine.offload(pool, task, exclude={*exclude, exc.server})
+        # Reads are idempotent tasks: the engine retries them on another node by itself.
+        result = await self.plugin.require_engine().offload(
+            self.plugin.default_pool, task, server=pinned_server.get(), exclude=exclude
+        )
         used = servers_used.get()
         if used is not None:
             used.append(result.server)

@@ -19,8 +19,8 @@ from .inputs import HASH_CHAIN_MAX, MATMUL_MAX, NTH_PRIME_MAX, bounded_int, fini
 
 @hookimpl
 def offload_default_settings() -> dict[str, Any]:
-    # The original experiment: minimum latency, local while <= 25 requests/s.
-    return {"policy": "min_latency", "consider_throughput": True, "expected_throughput": 25}
+    # The original rule (local while <= 25 requests/s), offloading by the default p2c_ewma.
+    return {"consider_throughput": True, "expected_throughput": 25}
 
 
 # (route, parameter, largest accepted value, what it computes): CPU-bound tasks worth offloading.

@@ -1,0 +1,88 @@
+"""One HTTP attempt at one server: send, measure, and classify what went wrong.
+
+Every outcome is written to the server's state (latency, circuit, failures),
+and every failure becomes an :class:`AttemptFailed` that says whether trying
+elsewhere could help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from .errors import OffloadError
+from .health import describe_exception
+from .registry import Pool, Server
+from .tasks import Task
+
+# Bytes of an upstream's error body quoted back to the caller.
+ERROR_BODY_EXCERPT = 200
+
+
+class AttemptFailed(OffloadError):
+    """An attempt failed in a way another server might not (refused, timed out, 5xx)."""
+
+
+async def send_once(
+    session: aiohttp.ClientSession, pool: Pool, target: Server, task: Task, timeout_s: float
+) -> tuple[int, Any, float]:
+    """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`."""
+    where = f"server {target.name!r} ({target.url})"
+    target.inflight += 1
+    target.requests += 1
+    target.breaker.on_dispatch()
+    sent = time.perf_counter()
+    try:
+        async with session.request(
+            task.method,
+            target.url + task.path,
+            params=task.params,
+            json=task.json,
+            data=task.body,
+            headers=task.headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as response:
+            body = await response.read()
+            status = response.status
+            is_json = response.content_type == "application/json"
+    except TimeoutError:
+        reason = f"timed out after {timeout_s:.3g} s"
+        target.record_failure(reason, may_open=pool.may_eject_one_more())
+        raise AttemptFailed(504, f"{where} did not answer within {timeout_s:.3g} s", server=target.name) from None
+    except aiohttp.ClientError as exc:
+        reason = f"unreachable: {describe_exception(exc)}"
+        # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
+        target.record_failure(reason, may_open=pool.may_eject_one_more(), immediate=True)
+        raise AttemptFailed(502, f"{where} is {reason}", server=target.name) from None
+    except asyncio.CancelledError:
+        # A hedge lost the race: not the server's fault, and its half-open trial is free again.
+        target.breaker.trial_in_flight = False
+        raise
+    finally:
+        target.inflight -= 1
+    elapsed = time.perf_counter() - sent
+    text = body.decode("utf-8", errors="replace")
+    if status >= 500:
+        target.record_failure(f"HTTP {status}", may_open=pool.may_eject_one_more())
+        raise AttemptFailed(
+            502,
+            f"{where} failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",
+            server=target.name,
+            details={"upstream_status": status},
+        )
+    target.record_success(elapsed)
+    return status, decode_body(text, is_json), elapsed
+
+
+def decode_body(text: str, is_json: bool) -> Any:
+    """JSON bodies become values; everything else stays text, as the original returned it."""
+    if is_json:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text

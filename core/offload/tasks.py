@@ -1,0 +1,43 @@
+"""What plugins hand the engine (a task) and what they get back (a result)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """An HTTP call to make on whichever server the engine picks."""
+
+    path: str
+    method: str = "GET"
+    params: Mapping[str, str] | None = None
+    json: Any = None
+    body: bytes | None = None  # sent as is when set (with your own Content-Type header)
+    headers: Mapping[str, str] | None = None
+    # Safe to send again, or twice at once, elsewhere: enables retries and hedging.
+    idempotent: bool = True
+    timeout_s: float | None = None  # the whole request's deadline, retries included
+
+
+@dataclass(frozen=True)
+class OffloadResult:
+    """A task's answer and how it was obtained."""
+
+    data: Any
+    server: str
+    status_code: int
+    throughput: int
+    time: float
+
+    def envelope(self) -> dict[str, Any]:
+        """The gateway's answer: ``{"data", "server", "status_code", "throughput", "time"}``."""
+        return {
+            "data": self.data,
+            "server": self.server,
+            "status_code": self.status_code,
+            "throughput": self.throughput,
+            "time": self.time,
+        }
