@@ -67,6 +67,7 @@ def test_every_hook_is_documented() -> None:
     hooks = [name for name in dir(hookspecs) if name.startswith("offload_")]
     assert hooks == [
         "offload_default_settings",
+        "offload_policies",
         "offload_pools",
         "offload_probe",
         "offload_routes",
@@ -229,3 +230,40 @@ def test_lag_exclusion_is_explained() -> None:
     assert excluded == {"b": "lagging 5 behind the best known height 10"}
     eligible, excluded = Engine(registry, GatewaySettings()).eligible(pool, exclude=("a",))
     assert eligible == [] and excluded["a"] == "failed this request already"
+
+
+class AlwaysLast:
+    """A third-party policy: always the last candidate."""
+
+    name = "always_last"
+
+    def __init__(self, rng: object) -> None:
+        self.rng = rng
+
+    def choose(self, candidates: list[Server]) -> Server:
+        return candidates[-1]
+
+
+async def test_plugins_contribute_policies_selectable_by_name(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+    first, last = await edge("first"), await edge("last")
+
+    @hookimpl
+    def offload_policies() -> dict[str, Any]:
+        return {"always_last": AlwaysLast}
+
+    plugin = make_plugin()
+    plugin.offload_policies = offload_policies
+    servers = servers_table(("first", first), ("last", last))
+    gw = await gateway({"plugins": {"p": {"servers": servers, "policy": "always_last"}}}, extra_plugins={"p": plugin})
+    chosen = {(await gw.get_json("/ping"))[1]["server"] for _ in range(5)}
+    assert chosen == {"last"}
+
+
+def test_a_policy_name_taken_twice_names_both() -> None:
+    @hookimpl
+    def offload_policies() -> dict[str, Any]:
+        return {"random": AlwaysLast}
+
+    plugin = PluginObject(offload_policies=offload_policies)
+    with pytest.raises(ConfigError, match="policy 'random' is defined by both 'offload \\(built-in\\)' and plugin 'p'"):
+        create_app(parse_settings({"plugins": {"p": {}}}), extra_plugins={"p": plugin})

@@ -17,6 +17,7 @@ from .engine import Engine
 from .errors import ConfigError
 from .health import ProbeResult, probe_server
 from .plugins import call_for_plugin, installed_plugins, load_enabled_plugins, new_plugin_manager
+from .policies import BUILTIN_POLICIES, PolicyFactory
 from .pool_config import PoolConfig, pool_config_from_options
 from .registry import Registry, Server
 from .responses import JsonErrorHandler
@@ -52,7 +53,7 @@ def create_app(
             registry.add_pool(pool_config)
             context.pool_names.append(pool_config.name)
     try:
-        engine = Engine(registry, settings.gateway, rng=rng)
+        engine = Engine(registry, settings.gateway, policies=plugin_policies(manager, contexts), rng=rng)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for context in contexts:
@@ -95,6 +96,22 @@ def plugin_context(manager: pluggy.PluginManager, plugin: str, settings: Setting
     if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
         raise ConfigError(f"[plugins.{plugin}] prefix must be '' or a path starting with /, got {prefix!r}")
     return PluginContext(name=plugin, options=options, source=settings.source)
+
+
+def plugin_policies(manager: pluggy.PluginManager, contexts: list[PluginContext]) -> dict[str, PolicyFactory]:
+    """Policies contributed by plugins; a name taken twice (or a built-in's) is an error naming both."""
+    owners = {name: CORE_OWNER for name in BUILTIN_POLICIES}
+    policies: dict[str, PolicyFactory] = {}
+    for context in contexts:
+        for declared in call_for_plugin(manager, context.name, "offload_policies"):
+            for name, factory in declared.items():
+                if name in owners:
+                    raise ConfigError(
+                        f"policy {name!r} is defined by both {owners[name]!r} and plugin {context.name!r}; rename one"
+                    )
+                owners[name] = f"plugin {context.name}"
+                policies[name] = factory
+    return policies
 
 
 def plugin_pools(manager: pluggy.PluginManager, context: PluginContext) -> list[PoolConfig]:

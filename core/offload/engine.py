@@ -226,12 +226,14 @@ class Engine:
                     if retrying:
                         runtime.budget.retry_done()
                         retrying = False
-                    next_choice = self._next_choice(pool, runtime, deadline, tried, retries_left)
+                    next_choice = self._next_choice(
+                        pool, runtime, deadline, tried, retries_left, needs_budget=not failure.never_arrived
+                    )
                     if next_choice is None:
                         raise self._final_error(pool, choice, failure) from None
                     retries_left -= 1
                     runtime.counters.retries += 1
-                    retrying = True
+                    retrying = not failure.never_arrived
                     choice = next_choice
         finally:
             if retrying:
@@ -246,16 +248,23 @@ class Engine:
         )
 
     def _next_choice(
-        self, pool: Pool, runtime: PoolRuntime, deadline: float, tried: set[str], retries_left: int
+        self,
+        pool: Pool,
+        runtime: PoolRuntime,
+        deadline: float,
+        tried: set[str],
+        retries_left: int,
+        *,
+        needs_budget: bool,
     ) -> Choice | None:
-        """Where to retry, if a retry is allowed and anyone is left; claims a budget slot."""
+        """Where to retry, if a retry is allowed and anyone is left; claims a budget slot if needed."""
         if retries_left <= 0 or time.perf_counter() >= deadline:
             return None
         try:
             choice = self._choose(pool, None, tried)
         except OffloadError:
             return None
-        if not runtime.budget.allow_retry():
+        if needs_budget and not runtime.budget.allow_retry():
             return None
         return choice
 

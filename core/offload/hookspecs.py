@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .context import PluginContext
     from .health import ProbeResult
+    from .policies import PolicyFactory
     from .pool_config import PoolConfig
     from .registry import Server
 
@@ -66,6 +67,19 @@ def offload_routes(plugin: PluginContext) -> Blueprint | list[Blueprint] | None:
     task with ``await plugin.offload(Task(...), server=...)`` and answer with
     :func:`offload.responses.envelope_response`. Two plugins claiming the same
     method and path stop startup with an error naming both.
+    """
+
+
+@hookspec
+def offload_policies() -> dict[str, PolicyFactory] | None:  # type: ignore[empty-body]
+    """Return extra server-selection policies, by name.
+
+    Called once at startup for every enabled plugin. Each value is a factory
+    taking a ``random.Random`` (seeded, for reproducible choices) and returning
+    an object with a ``name`` and ``choose(candidates) -> Server`` (see
+    :class:`offload.policies.Policy`). Pools select one by name with
+    ``policy = "..."`` in plugins.toml; a name that is already taken is a
+    startup error naming both.
     """
 
 

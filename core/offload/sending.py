@@ -24,7 +24,14 @@ ERROR_BODY_EXCERPT = 200
 
 
 class AttemptFailed(OffloadError):
-    """An attempt failed in a way another server might not (refused, timed out, 5xx)."""
+    """An attempt failed in a way another server might not (refused, timed out, 5xx).
+
+    ``never_arrived`` marks a connection that could not even be opened: the
+    task provably reached no server, so trying elsewhere costs no upstream
+    anything and needs no retry-budget slot.
+    """
+
+    never_arrived: bool = False
 
 
 async def send_once(
@@ -57,7 +64,9 @@ async def send_once(
         reason = f"unreachable: {describe_exception(exc)}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
         target.record_failure(reason, may_open=pool.may_eject_one_more(), immediate=True)
-        raise AttemptFailed(502, f"{where} is {reason}", server=target.name) from None
+        failure = AttemptFailed(502, f"{where} is {reason}", server=target.name)
+        failure.never_arrived = isinstance(exc, aiohttp.ClientConnectorError)
+        raise failure from None
     except asyncio.CancelledError:
         # A hedge lost the race: not the server's fault, and its half-open trial is free again.
         target.breaker.trial_in_flight = False

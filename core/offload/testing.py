@@ -52,6 +52,7 @@ async def serve_app(app: Sanic, host: str = "127.0.0.1", port: int = 0) -> Async
     # Several apps in one process need Sanic's test mode: without it the second
     # app's startup re-compiles methods the first already rewrote, and fails.
     Sanic.test_mode = True
+    app.config.MOTD = False
     sock = bind_loopback(host, port)
     bound_port = sock.getsockname()[1]
     server = await app.create_server(sock=sock, access_log=False, noisy_exceptions=False)

@@ -1,0 +1,254 @@
+"""Breakers, retries, retry budgets, hedging and failing open, on real servers where it matters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import pytest
+from sanic import Request, Sanic, response
+from sanic.response import HTTPResponse
+
+from offload import OffloadError, Task
+from offload.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSettings, CircuitBreaker
+from offload.engine import Engine
+from offload.policies import EstimatedCompletionPolicy, LeastInflightPolicy, P2CEwmaPolicy, RoundRobinPolicy
+from offload.pool_config import PoolConfig
+from offload.registry import Registry, Server
+from offload.retry_budget import RetryBudget
+from offload.settings import GatewaySettings, ServerSpec
+from offload.testing import serve_app
+
+from conftest import EdgeFactory
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_half_opens_and_recovers() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerSettings(failures_to_open=3, base_s=10, max_s=25), clock=clock)
+    for _ in range(2):
+        assert not breaker.on_failure("HTTP 500", may_open=True)
+    assert breaker.refresh() == CLOSED and breaker.allows()
+    assert breaker.on_failure("HTTP 500", may_open=True)
+    assert breaker.refresh() == OPEN and not breaker.allows()
+    assert breaker.describe() == "circuit open for 10.0 s more after HTTP 500"
+    clock.now += 10
+    assert breaker.refresh() == HALF_OPEN and breaker.allows()
+    breaker.on_dispatch()  # the one trial request
+    assert not breaker.allows() and "trial request is in flight" in breaker.describe()
+    assert breaker.on_failure("HTTP 500", may_open=True)  # trial failed: open again, for longer
+    assert breaker.open_until == clock.now + 20
+    clock.now += 20
+    breaker.on_dispatch()
+    breaker.on_success()
+    assert breaker.refresh() == CLOSED and breaker.consecutive_failures == 0
+    for _ in range(3):
+        breaker.on_failure("x", may_open=True)
+    assert breaker.open_until == clock.now + 25  # 3 x 10 s, capped at 25 s
+
+
+def test_breaker_reopens_early_on_a_good_probe_and_respects_the_cap() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerSettings(failures_to_open=5), clock=clock)
+    assert breaker.on_failure("refused", may_open=True, immediate=True)
+    breaker.on_probe_success()
+    assert breaker.refresh() == HALF_OPEN
+    capped = CircuitBreaker(BreakerSettings(failures_to_open=1), clock=clock)
+    assert not capped.on_failure("refused", may_open=False, immediate=True)
+    assert capped.refresh() == CLOSED and capped.consecutive_failures == 1
+
+
+def test_retry_budget_allows_a_minimum_then_a_share_of_active_requests() -> None:
+    budget = RetryBudget(ratio=0.2, min_concurrent=3)
+    budget.active_requests = 5
+    assert [budget.allow_retry() for _ in range(4)] == [True, True, True, False]
+    budget.retry_done()
+    assert budget.allow_retry()
+    budget.active_requests = 50  # 20 % of 50 = 10 concurrent retries
+    assert sum(budget.allow_retry() for _ in range(20)) == 7
+    assert budget.refused == 14
+
+
+def servers_with(costs_ms: Sequence[float], inflight: Sequence[int] = ()) -> list[Server]:
+    servers = []
+    for index, cost in enumerate(costs_ms):
+        server = Server(f"s{index}", f"http://127.0.0.1:{6000 + index}")
+        server.cost.observe(cost / 1000)
+        server.inflight = inflight[index] if index < len(inflight) else 0
+        servers.append(server)
+    return servers
+
+
+def test_p2c_ewma_settles_on_the_fastest_and_spreads_under_load() -> None:
+    policy = P2CEwmaPolicy(random.Random(3))
+    servers = servers_with([9, 5, 20])
+    picks = [policy.choose(servers).name for _ in range(200)]
+    settled = picks.index("s1")
+    # Once the fastest has been drawn, memory keeps it: every later pick is s1.
+    assert settled < 20 and set(picks[settled:]) == {"s1"}
+    loaded = servers_with([9, 5, 20], inflight=[0, 3, 0])  # 5 ms x 4 > 9 ms x 1
+    assert P2CEwmaPolicy(random.Random(3)).choose(loaded).name in {"s0", "s2"}
+    again = [P2CEwmaPolicy(random.Random(7)).choose(servers_with([9, 5, 20])).name for _ in range(3)]
+    assert len(set(again)) == 1  # same seed, same choice
+
+
+def test_other_policies_choose_as_documented() -> None:
+    servers = servers_with([9, 5, 20], inflight=[2, 1, 1])
+    assert LeastInflightPolicy(random.Random(1)).choose(servers).name in {"s1", "s2"}
+    assert EstimatedCompletionPolicy(random.Random(1)).choose(servers).name == "s1"  # 5 x 2 < 9 x 3 < 20 x 2
+    rr = RoundRobinPolicy(random.Random(1))
+    turns = [rr.choose(servers).name for _ in range(6)]
+    assert sorted(turns[:3]) == ["s0", "s1", "s2"] and turns[:3] == turns[3:]
+
+
+class AlwaysFirst:
+    name = "always_first"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def choose(self, candidates: Sequence[Server]) -> Server:
+        return candidates[0]
+
+
+@asynccontextmanager
+async def engine_for(servers: list[tuple[str, str]], **config: object) -> AsyncIterator[Engine]:
+    registry = Registry()
+    specs = tuple(ServerSpec(name, url) for name, url in servers)
+    registry.add_pool(PoolConfig(name="p", servers=specs, **config))  # type: ignore[arg-type]
+    engine = Engine(
+        registry,
+        GatewaySettings(probe_interval_s=3600, probe_timeout_s=1.0),
+        policies={"always_first": AlwaysFirst},
+        rng=random.Random(1),
+    )
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def test_a_dead_server_costs_no_failed_request(edge: EdgeFactory) -> None:
+    backup = await edge("backup")
+    doomed = Sanic("doomed_edge")
+    doomed.add_route(lambda request: response.text("world"), "/hello", name="hello")
+    doomed.add_route(lambda request: response.json({"status": "ok"}), "/health", name="health")
+    doomed_serving = serve_app(doomed)
+    doomed_server = await doomed_serving.__aenter__()
+    servers = [("doomed", doomed_server.url), ("backup", backup.url)]
+    async with engine_for(servers, policy="always_first") as engine:
+        assert (await engine.offload("p", Task("/hello"))).server == "doomed"
+        await doomed_serving.__aexit__(None, None, None)  # the edge dies
+        results = await asyncio.gather(*(engine.offload("p", Task("/hello")) for _ in range(20)))
+        pool = engine.registry.pool("p")
+        counters = engine.counters("p")
+    assert {result.server for result in results} == {"backup"}
+    assert all(result.data == "world" for result in results)
+    doomed_state = pool.find("doomed")
+    assert doomed_state is not None and doomed_state.breaker.state == OPEN
+    # Only requests sent before the first refusal were retried; after it the edge is ejected.
+    assert 1 <= counters["retries"] <= 20 and counters["retries_refused_by_budget"] == 0
+
+
+async def test_non_idempotent_tasks_are_never_retried(edge: EdgeFactory) -> None:
+    backup = await edge("backup")
+    from offload.testing import bind_loopback
+
+    sock = bind_loopback()
+    dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    async with engine_for([("dead", dead), ("backup", backup.url)], policy="always_first") as engine:
+        pool = engine.registry.pool("p")
+        pool.find("dead").probe_ok = True  # looks fine until tried
+        with pytest.raises(OffloadError) as caught:
+            await engine.offload("p", Task("/hello", idempotent=False))
+        assert caught.value.status == 502 and caught.value.server == "dead"
+        assert pool.find("backup").requests == 0
+        assert (await engine.offload("p", Task("/hello"))).server == "backup"
+
+
+async def test_repeated_5xx_opens_the_circuit(edge: EdgeFactory) -> None:
+    backup = await edge("backup")
+    flaky = Sanic("flaky_edge")
+    calls: list[str] = []
+
+    @flaky.get("/hello")
+    async def fail(request: Request) -> HTTPResponse:
+        calls.append("hello")
+        return response.text("boom", status=500)
+
+    flaky.add_route(lambda request: response.json({"status": "ok"}), "/health", name="health")
+    async with serve_app(flaky) as flaky_server:
+        servers = [("flaky", flaky_server.url), ("backup", backup.url)]
+        async with engine_for(servers, policy="always_first", eject_after=2) as engine:
+            results = [await engine.offload("p", Task("/hello")) for _ in range(6)]
+            flaky_state = engine.registry.pool("p").find("flaky")
+            assert flaky_state is not None
+            assert [result.server for result in results] == ["backup"] * 6
+            assert len(calls) == 2  # two failures opened the circuit; no user saw either
+            assert flaky_state.breaker.state == OPEN and "HTTP 500" in flaky_state.exclusion()
+
+
+async def test_hedge_wins_and_the_slow_request_is_cancelled(edge: EdgeFactory) -> None:
+    slow, fast = await edge("slow", delay_ms=400), await edge("fast")
+    servers = [("slow", slow.url), ("fast", fast.url)]
+    async with engine_for(servers, policy="always_first", hedge=True, hedge_after_ms=30) as engine:
+        result = await engine.offload("p", Task("/hello"))
+        pool = engine.registry.pool("p")
+        slow_state, fast_state = pool.find("slow"), pool.find("fast")
+        assert result.server == "fast" and result.data == "world"
+        assert result.time < 0.4
+        assert engine.counters("p")["hedges"] == 1 and engine.counters("p")["hedges_won"] == 1
+        # The loser was cancelled, not left running, and not blamed.
+        assert slow_state.inflight == 0 and slow_state.failures == 0
+        assert slow_state.breaker.state == CLOSED and fast_state.inflight == 0
+
+
+async def test_no_hedge_when_the_first_answer_is_quick(edge: EdgeFactory) -> None:
+    first, second = await edge("first"), await edge("second")
+    async with engine_for(
+        [("first", first.url), ("second", second.url)], policy="always_first", hedge=True, hedge_after_ms=500
+    ) as engine:
+        result = await engine.offload("p", Task("/hello"))
+        assert result.server == "first" and engine.counters("p")["hedges"] == 0
+        assert engine.registry.pool("p").find("second").requests == 0
+
+
+async def test_fails_open_when_every_server_looks_unhealthy(edge: EdgeFactory) -> None:
+    only = await edge("only")
+    async with engine_for([("only", only.url)]) as engine:
+        engine.registry.pool("p").find("only").record_probe(False, None, "probe failed: timed out", None)
+        result = await engine.offload("p", Task("/hello"))
+        assert (result.server, result.data) == ("only", "world")
+        assert engine.counters("p")["fail_open"] == 1
+
+
+async def test_the_retry_budget_caps_a_retry_storm(edge: EdgeFactory) -> None:
+    # The backup is slow, so every granted retry still holds its budget slot when the others ask.
+    backup = await edge("backup", delay_ms=150)
+    failing = Sanic("always_failing_edge")
+    failing.add_route(lambda request: response.text("boom", status=500), "/hello", name="hello")
+    failing.add_route(lambda request: response.json({"status": "ok"}), "/health", name="health")
+    async with serve_app(failing) as failing_server:
+        servers = [("failing", failing_server.url), ("backup", backup.url)]
+        async with engine_for(servers, policy="always_first", eject_after=1000) as engine:
+            outcomes = await asyncio.gather(
+                *(engine.offload("p", Task("/hello")) for _ in range(30)), return_exceptions=True
+            )
+            counters = engine.counters("p")
+    answered = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, OffloadError)]
+    # 20 % of 30 active requests: six retries at once, and no more.
+    assert counters["retries"] == 6 and len(answered) == 6
+    assert counters["retries_refused_by_budget"] == 24 and len(refused) == 24
+    assert all(error.status == 502 and error.server == "failing" for error in refused)
