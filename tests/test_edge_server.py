@@ -428,3 +428,29 @@ def test_cli_parses_peers() -> None:
 
     args = build_parser().parse_args(["--peers", " 127.0.0.1:5001, ,127.0.0.2:5002 "])
     assert args.peers == ["127.0.0.1:5001", "127.0.0.2:5002"]
+
+
+async def test_compute_delay_and_run_time_link_delay() -> None:
+    import time
+
+    from offload.testing import serve_app
+    from offload_edge.app import EdgeConfig, create_edge_app
+
+    app = create_edge_app(EdgeConfig(name="slowcpu", compute_ms=40, processes=1))
+    async with serve_app(app) as server, aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        async with session.get(server.make_url("/health")) as reply:
+            assert reply.status == 200
+        probe_s = time.perf_counter() - started
+        started = time.perf_counter()
+        async with session.get(server.make_url("/offloading/3")) as reply:
+            assert await reply.text() == "9.0"
+        assert time.perf_counter() - started >= 0.04 > probe_s  # probes cannot see compute time
+        async with session.put(server.make_url("/admin/delay"), json={"delay_ms": 30}) as reply:
+            assert reply.status == 200
+        started = time.perf_counter()
+        async with session.get(server.make_url("/health")) as reply:
+            assert (await reply.json())["delay_ms"] == 30
+        assert time.perf_counter() - started >= 0.03
+        async with session.put(server.make_url("/admin/delay"), json={"delay_ms": -1}) as reply:
+            assert reply.status == 400

@@ -252,3 +252,25 @@ async def test_the_retry_budget_caps_a_retry_storm(edge: EdgeFactory) -> None:
     assert counters["retries"] == 6 and len(answered) == 6
     assert counters["retries_refused_by_budget"] == 24 and len(refused) == 24
     assert all(error.status == 502 and error.server == "failing" for error in refused)
+
+
+async def test_an_ejected_server_is_readmitted_by_probe_and_trial(edge: EdgeFactory) -> None:
+    from offload_edge.app import EdgeConfig, create_edge_app
+
+    backup = await edge("backup", delay_ms=20)
+    first_life = serve_app(create_edge_app(EdgeConfig(name="best")))
+    best = await first_life.__aenter__()
+    servers = [("best", best.url), ("backup", backup.url)]
+    async with engine_for(servers, policy="p2c_ewma") as engine:
+        assert (await engine.offload("p", Task("/hello"))).server == "best"
+        await first_life.__aexit__(None, None, None)
+        assert (await engine.offload("p", Task("/hello"))).server == "backup"  # retried, best ejected
+        best_state = engine.registry.pool("p").find("best")
+        assert best_state.breaker.state == OPEN
+        async with serve_app(create_edge_app(EdgeConfig(name="best")), port=best.port):
+            await engine.probe_now()  # one probe round: alive again -> half-open
+            assert best_state.breaker.refresh() == HALF_OPEN
+            trial = await engine.offload("p", Task("/hello"))  # the trial request goes to it
+            assert trial.server == "best" and best_state.breaker.state == CLOSED
+            later = [(await engine.offload("p", Task("/hello"))).server for _ in range(5)]
+    assert later == ["best"] * 5  # its penalty was forgiven: it is the fastest again

@@ -187,9 +187,11 @@ class Engine:
         """The server the next task would go to (see :func:`offload.selection.choose`)."""
         return self._choose(pool, requested, exclude).server
 
-    def _choose(self, pool: Pool, requested: str | None, exclude: Collection[str]) -> Choice:
+    def _choose(
+        self, pool: Pool, requested: str | None, exclude: Collection[str], *, may_trial: bool = False
+    ) -> Choice:
         runtime = self.runtime[pool.name]
-        return choose(pool, runtime.policy, runtime.meter, requested, exclude)
+        return choose(pool, runtime.policy, runtime.meter, requested, exclude, may_trial=may_trial)
 
     eligible = staticmethod(eligible)
 
@@ -214,7 +216,7 @@ class Engine:
         runtime.budget.active_requests += 1
         retrying = False  # holds a retry-budget slot
         try:
-            choice = self._choose(pool, server, tried)
+            choice = self._choose(pool, server, tried, may_trial=flexible)
             while True:
                 if choice.fail_open:
                     runtime.counters.fail_open += 1

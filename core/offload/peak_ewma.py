@@ -36,6 +36,10 @@ class PeakEwma:
             self.cost_s = self.cost_s * weight + rtt_s * (1 - weight)
         self.stamp = now
 
+    def reset(self) -> None:
+        """Forget everything: the next sample sets the estimate."""
+        self.cost_s = -1.0
+
     def penalize(self) -> None:
         """Charge a failure as a very slow answer."""
         self.observe(self.penalty_s)

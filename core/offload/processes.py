@@ -1,4 +1,4 @@
-"""Starting, watching and stopping the child processes of ``offload demo``.
+"""Starting, watching and stopping the child processes of ``offload demo`` and ``offload bench``.
 
 Every process is started by us, tracked by its PID, and ended by that PID
 only: SIGTERM first, SIGKILL if it does not stop in time.
@@ -31,6 +31,8 @@ class ManagedProcess:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    env: Mapping[str, str] | None = field(default=None, repr=False)
+
     @property
     def pid(self) -> int | None:
         return self.popen.pid if self.popen else None
@@ -54,18 +56,32 @@ class ProcessGroup:
         self, name: str, argv: list[str], health_url: str, env: Mapping[str, str] | None = None
     ) -> ManagedProcess:
         """Start ``argv`` (with ``env`` added to ours) logging to ``<log_dir>/<name>.log``."""
-        process = ManagedProcess(name, argv, health_url, self.log_dir / f"{name}.log")
-        log_file = process.log_path.open("wb")
-        process.popen = subprocess.Popen(
-            argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env} if env else None,
-        )
-        log_file.close()
+        process = ManagedProcess(name, argv, health_url, self.log_dir / f"{name}.log", env=env)
+        self._launch(process)
         self.processes.append(process)
         return process
+
+    @staticmethod
+    def _launch(process: ManagedProcess) -> None:
+        with process.log_path.open("ab") as log_file:
+            process.popen = subprocess.Popen(
+                process.argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **process.env} if process.env else None,
+            )
+
+    def kill(self, process: ManagedProcess) -> None:
+        """SIGKILL, as a crash or a pulled cable would end it: no goodbye to open connections."""
+        if process.popen is not None and process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
+
+    def restart(self, process: ManagedProcess) -> None:
+        """Start a stopped process again with the same command line (same port)."""
+        self.kill(process)
+        self._launch(process)
 
     async def wait_healthy(self, process: ManagedProcess, timeout_s: float = 20.0) -> None:
         """Poll the health URL until it answers 200, the process exits, or time runs out."""

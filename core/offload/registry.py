@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import host_port, normalize_url
-from .breaker import CLOSED, BreakerSettings, CircuitBreaker
+from .breaker import CLOSED, HALF_OPEN, BreakerSettings, CircuitBreaker
 from .peak_ewma import PeakEwma
 from .pool_config import PoolConfig
 from .settings import ServerSpec
@@ -58,6 +58,11 @@ class Server:
         """Neither failing its probe nor kept out by its circuit."""
         return self.exclusion() is None
 
+    @property
+    def awaiting_trial(self) -> bool:
+        """Half-open with its one trial request not yet sent."""
+        return self.probe_ok is not False and self.breaker.refresh() == HALF_OPEN and self.breaker.allows()
+
     def exclusion(self) -> str | None:
         """Why this server may not take a request now, or None."""
         if self.probe_ok is False:
@@ -75,6 +80,10 @@ class Server:
 
     def record_success(self, seconds: float) -> None:
         """A request answered in ``seconds``."""
+        if self.breaker.refresh() != CLOSED:
+            # The trial request succeeded: the server is back, judged by how it answers now,
+            # not by the penalties it collected while it was down.
+            self.cost.reset()
         self.record_latency(seconds)
         self.breaker.on_success()
 

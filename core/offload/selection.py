@@ -62,8 +62,15 @@ def choose(
     meter: SlidingWindowCounter,
     requested: str | None = None,
     exclude: Collection[str] = (),
+    *,
+    may_trial: bool = False,
 ) -> Choice:
-    """Pick the server for one attempt, or raise a 400/503 :class:`OffloadError` saying why."""
+    """Pick the server for one attempt, or raise a 400/503 :class:`OffloadError` saying why.
+
+    With ``may_trial`` (the task can be retried elsewhere if it fails), a
+    server whose circuit is half-open gets this request as its trial: that is
+    how an ejected server earns its way back.
+    """
     if requested:
         server = pool.find(requested)
         if server is None:
@@ -74,6 +81,10 @@ def choose(
         raise OffloadError(503, f"pool {pool.name!r} has no servers; add some in plugins.toml")
     config = pool.config
     candidates, excluded = eligible(pool, exclude)
+    if may_trial:
+        trial = next((server for server in candidates if server.awaiting_trial), None)
+        if trial is not None:
+            return Choice(trial)
     local = pool.local_server()
     if config.consider_throughput and local is not None:
         local_ok = local in candidates

@@ -39,13 +39,17 @@ class EdgeConfig:
 
     Attributes:
         name: Human-readable node name, reported by ``/health`` and used to derive the Sanic app name.
-        delay_ms: Simulated link delay added to every request, in milliseconds.
+        delay_ms: Simulated link delay added to every request, in milliseconds (changeable at run time
+            with ``PUT /admin/delay``).
+        compute_ms: Extra time every task (``/offloading``, ``/tasks/*``) takes, in milliseconds: a node
+            that is slower in compute, which a health probe cannot see.
         peers: Addresses advertised by ``/getserverlists``.
         processes: Process pool size for CPU tasks; ``None`` means ``os.cpu_count()``.
     """
 
     name: str = "edge"
     delay_ms: float = 0.0
+    compute_ms: float = 0.0
     peers: list[str] = field(default_factory=list)
     processes: int | None = None
     # Serve an embedded EVM chain at POST /rpc, or relay /rpc to another edge's chain.
@@ -57,6 +61,8 @@ class EdgeConfig:
             raise ValueError("chain and chain_upstream are exclusive: host a chain or relay to one")
         if not math.isfinite(self.delay_ms) or self.delay_ms < 0:
             raise ValueError(f"delay_ms must be a finite number >= 0, got {self.delay_ms!r}")
+        if not math.isfinite(self.compute_ms) or self.compute_ms < 0:
+            raise ValueError(f"compute_ms must be a finite number >= 0, got {self.compute_ms!r}")
         if self.processes is not None and self.processes < 1:
             raise ValueError(f"processes must be >= 1 or None, got {self.processes!r}")
 
@@ -99,7 +105,14 @@ def _finish_request(request: Request, stats: RequestStats) -> None:
         stats.end()
 
 
-def _install_middleware(app: Sanic, stats: RequestStats, delay_s: float) -> None:
+@dataclass
+class LinkDelay:
+    """The simulated link delay, mutable so a benchmark can turn a node slow mid-run."""
+
+    seconds: float
+
+
+def _install_middleware(app: Sanic, stats: RequestStats, delay: LinkDelay) -> None:
     async def start_request(request: Request) -> None:
         # Sanic may run request middleware a second time when building an error
         # response; the flag keeps each request counted exactly once.
@@ -107,6 +120,7 @@ def _install_middleware(app: Sanic, stats: RequestStats, delay_s: float) -> None
             return
         request.ctx.edge_counted = True
         stats.begin()
+        delay_s = delay.seconds
         if delay_s <= 0:
             return
         try:
@@ -128,11 +142,13 @@ def _install_middleware(app: Sanic, stats: RequestStats, delay_s: float) -> None
     app.register_middleware(finish_request, "response")
 
 
-def _install_task_route(app: Sanic, stats: RequestStats, route: TaskRoute) -> None:
+def _install_task_route(app: Sanic, stats: RequestStats, route: TaskRoute, compute_s: float) -> None:
     async def run_task(request: Request, raw: str) -> HTTPResponse:
         # Validate before touching the pool so bad input costs nothing.
         value = parse_int(raw, name=route.param, minimum=route.minimum, maximum=route.maximum)
         try:
+            if compute_s > 0:
+                await asyncio.sleep(compute_s)
             result = await run_in_pool(app, route.func, value)
         except asyncio.CancelledError:
             # Cancelled (client disconnect, timeout): response middleware may not run,
@@ -168,7 +184,10 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     app.ctx.pool = None
 
     install_error_handlers(app)
-    _install_middleware(app, stats, config.delay_ms / 1000.0)
+    delay = LinkDelay(config.delay_ms / 1000.0)
+    compute_s = config.compute_ms / 1000.0
+    app.ctx.link_delay = delay
+    _install_middleware(app, stats, delay)
     attach_pool(app, config.processes)
     if config.chain or config.chain_upstream:
         # Imported here so an edge without the chain extra never needs eth-tester.
@@ -184,7 +203,10 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     @app.get("/offloading/<num:str>", unquote=True)
     async def offloading(request: Request, num: str) -> HTTPResponse:
         # Cheap enough to run inline; TaskInputError becomes a 400 via the error handlers.
-        return text(square(num))
+        result = square(num)
+        if compute_s > 0:
+            await asyncio.sleep(compute_s)  # a slower processor, invisible to health probes
+        return text(result)
 
     @app.get("/getserverlists")
     async def getserverlists(request: Request) -> HTTPResponse:
@@ -196,7 +218,7 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
             {
                 "status": "ok",
                 "name": config.name,
-                "delay_ms": config.delay_ms,
+                "delay_ms": delay.seconds * 1000,
                 # Exclude this probe itself, so an idle node reports 0.
                 "inflight": max(0, stats.inflight - 1),
                 "requests": stats.requests,
@@ -209,7 +231,16 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     async def const(request: Request) -> HTTPResponse:
         return text("ok")
 
+    @app.put("/admin/delay")
+    async def set_delay(request: Request) -> HTTPResponse:
+        """Change the simulated link delay at run time: ``{"delay_ms": 25}``."""
+        value = (request.json or {}).get("delay_ms") if isinstance(request.json, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            return json({"error": 'send {"delay_ms": <number >= 0>}'}, status=400)
+        delay.seconds = value / 1000.0
+        return json({"delay_ms": value})
+
     for route in TASK_ROUTES:
-        _install_task_route(app, stats, route)
+        _install_task_route(app, stats, route, compute_s)
 
     return app

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated link delay added to every request, in ms (default: %(default)s)",
     )
     parser.add_argument(
+        "--compute-ms",
+        type=_delay_ms,
+        default=0.0,
+        help="extra time every task takes, in ms: a slower processor that probes cannot see (default: 0)",
+    )
+    parser.add_argument(
         "--peers",
         type=_peers,
         default=[],
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     config = EdgeConfig(
         name=args.name,
         delay_ms=args.delay_ms,
+        compute_ms=args.compute_ms,
         peers=args.peers,
         processes=args.processes,
         chain=args.chain,
