@@ -87,6 +87,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import BenchOptions, run_bench
+
+    try:
+        return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offload", description="Offload HTTP tasks to the best edge server.")
     parser.add_argument("--version", action="version", version=f"offload {__version__}")
@@ -114,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=1000, help="requests to replay (default: %(default)s)")
     demo.add_argument("--expected-throughput", type=int, default=25, help="local limit per second (default: 25)")
     demo.set_defaults(handler=cmd_demo)
+
+    bench = commands.add_parser("bench", help="measure the decision engine: original experiment, policies, faults")
+    bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
+    bench.add_argument("--out", default="bench/out", help="directory for the PNG plots (default: %(default)s)")
+    bench.add_argument("--seed", type=int, default=7, help="seed for the load's random gaps (default: %(default)s)")
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

@@ -72,6 +72,17 @@ class ProcessGroup:
                 env={**os.environ, **process.env} if process.env else None,
             )
 
+    def stop(self, process: ManagedProcess, timeout_s: float = 10.0) -> None:
+        """SIGTERM one process and wait for it (SIGKILL if it will not stop)."""
+        if process.popen is None or process.popen.poll() is not None:
+            return
+        process.popen.terminate()
+        try:
+            process.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.popen.kill()
+            process.popen.wait()
+
     def kill(self, process: ManagedProcess) -> None:
         """SIGKILL, as a crash or a pulled cable would end it: no goodbye to open connections."""
         if process.popen is not None and process.popen.poll() is None:

@@ -7,6 +7,7 @@ them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class Server:
     last_error: str | None = None
     last_probe_at: float | None = None
     height: int | None = None  # progress reported by probes (e.g. latest block), if any
+    measured_by_requests: bool = False  # whether real requests (not only probes) shaped the cost
     added_at: float = field(default_factory=time.time)
 
     @property
@@ -63,28 +65,48 @@ class Server:
         """Half-open with its one trial request not yet sent."""
         return self.probe_ok is not False and self.breaker.refresh() == HALF_OPEN and self.breaker.allows()
 
+    def load(self) -> float:
+        """Expected time for one more request here (peak EWMA x queue), for p2c and estimated completion.
+
+        A server no request has measured yet (its cost is only a probe's round
+        trip) takes one request at a time until the first answer tells its real
+        cost: exploring a new or recovered server costs at most one slow request.
+        """
+        if not self.measured_by_requests and self.inflight > 0:
+            return math.inf
+        return self.cost.load(self.inflight)
+
     def exclusion(self) -> str | None:
         """Why this server may not take a request now, or None."""
         if self.probe_ok is False:
             return self.probe_error or "probe failing"
         return self.breaker.describe() or None
 
-    def record_latency(self, seconds: float) -> None:
-        """Fold a latency sample (probe or request) into both averages."""
+    def record_latency(self, seconds: float, concurrency: int = 1, *, from_request: bool = True) -> None:
+        """Fold a latency sample into both averages.
+
+        A probe's round trip says how far the server is, not how long its tasks
+        take: it seeds the peak-EWMA cost of a server no request has measured yet
+        but never pulls down the cost that real requests established.
+        """
         self.last_latency_s = seconds
         if self.latency_ewma_s is None:
             self.latency_ewma_s = seconds
         else:
             self.latency_ewma_s += LATENCY_EWMA_ALPHA * (seconds - self.latency_ewma_s)
-        self.cost.observe(seconds)
+        if from_request:
+            self.measured_by_requests = True
+        if from_request or not self.measured_by_requests:
+            self.cost.observe(seconds, concurrency)
 
-    def record_success(self, seconds: float) -> None:
-        """A request answered in ``seconds``."""
+    def record_success(self, seconds: float, concurrency: int = 1) -> None:
+        """A request answered in ``seconds``; ``concurrency`` requests (itself included) were in flight."""
         if self.breaker.refresh() != CLOSED:
             # The trial request succeeded: the server is back, judged by how it answers now,
             # not by the penalties it collected while it was down.
             self.cost.reset()
-        self.record_latency(seconds)
+            self.measured_by_requests = False
+        self.record_latency(seconds, concurrency)
         self.breaker.on_success()
 
     def record_failure(self, reason: str, *, may_open: bool, immediate: bool = False) -> bool:
@@ -103,7 +125,7 @@ class Server:
         self.probe_error = None if ok else (error or "probe failed")
         if ok:
             if latency_s is not None:
-                self.record_latency(latency_s)
+                self.record_latency(latency_s, self.inflight + 1, from_request=False)
             self.breaker.on_probe_success()
         else:
             self.last_error = self.probe_error
@@ -118,7 +140,7 @@ class Server:
             "excluded_because": self.exclusion(),
             "probe_ok": self.probe_ok,
             "circuit": self.breaker.refresh(),
-            "score_ms": _ms(self.cost.load(self.inflight)),
+            "score_ms": None if math.isinf(self.load()) else _ms(self.load()),
             "peak_ewma_ms": _ms(self.cost.estimate_s),
             "latency_ewma_ms": _ms(self.latency_ewma_s),
             "last_latency_ms": _ms(self.last_latency_s),

@@ -40,6 +40,7 @@ async def send_once(
     """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`."""
     where = f"server {target.name!r} ({target.url})"
     target.inflight += 1
+    concurrency = target.inflight  # what this request shares the server with, itself included
     target.requests += 1
     target.breaker.on_dispatch()
     sent = time.perf_counter()
@@ -83,7 +84,7 @@ async def send_once(
             server=target.name,
             details={"upstream_status": status},
         )
-    target.record_success(elapsed)
+    target.record_success(elapsed, concurrency)
     return status, decode_body(text, is_json), elapsed
 
 

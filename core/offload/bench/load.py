@@ -1,0 +1,96 @@
+"""An open-loop load generator: request i leaves at its scheduled time, whatever earlier ones are doing.
+
+Closed-loop clients slow down when the server does and so hide its tail; an
+open loop keeps offering the same load, as real users would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+SERVER_HEADER = "X-Offload-Server"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request as the client saw it."""
+
+    sent_at: float  # seconds since the run started
+    latency_s: float
+    status: int  # 0: no HTTP answer at all
+    server: str
+    throughput: int | None
+
+
+class Progress:
+    """A one-line progress bar on stderr across the whole benchmark."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.label = ""
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if label != self.label or self.done % 25 == 0 or self.done == self.total:
+            self.label = label
+            width = 32
+            filled = min(width, width * self.done // self.total)
+            bar = "#" * filled + "." * (width - filled)
+            print(f"\r  [{bar}] {100 * self.done // self.total:3d}%  {label:<28}", end="", file=sys.stderr)
+
+    def finish(self) -> None:
+        print(file=sys.stderr)
+
+
+async def open_loop(
+    url_for: Callable[[int], str],
+    count: int,
+    gap_ms: tuple[float, float],
+    rng: random.Random,
+    progress: Progress,
+    label: str,
+    timeout_s: float = 10.0,
+    origin: float | None = None,
+) -> list[Sample]:
+    """Send ``count`` GETs with uniformly random gaps; returns one sample per request.
+
+    ``origin`` (a ``time.perf_counter()`` value) lets other tasks share the run's clock.
+    """
+    samples: list[Sample] = []
+    origin = time.perf_counter() if origin is None else origin
+
+    async def one(session: aiohttp.ClientSession, index: int) -> None:
+        sent = time.perf_counter()
+        try:
+            async with session.get(url_for(index)) as reply:
+                body = await reply.json(content_type=None)
+                status = reply.status
+                server = reply.headers.get(SERVER_HEADER, "?")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            samples.append(Sample(sent - origin, time.perf_counter() - sent, 0, f"error: {type(exc).__name__}", None))
+            return
+        throughput = body.get("throughput") if isinstance(body, dict) else None
+        samples.append(Sample(sent - origin, time.perf_counter() - sent, status, server, throughput))
+
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        tasks = []
+        scheduled = time.perf_counter()
+        for index in range(count):
+            scheduled += rng.uniform(*gap_ms) / 1000
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(session, index)))
+            progress.step(label)
+        await asyncio.gather(*tasks)
+    samples.sort(key=lambda sample: sample.sent_at)
+    return samples

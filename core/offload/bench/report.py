@@ -1,0 +1,137 @@
+"""Printing benchmark tables and drawing the original experiment's two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .load import Sample
+from .scenarios import ORACLE, POLICY_EDGES
+
+BIN_S = 0.1
+
+
+def fmt(value: float | int | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value != value:  # NaN
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def original_table(figures: dict[str, Any]) -> str:
+    lines = [
+        "1. The original experiment: 1000 requests 1-5 ms apart, throughput rule on (expected 25/s), min_latency",
+        f"   {'server':<12} {'requests':>8} {'share':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8}",
+    ]
+    for name, row in figures["servers"].items():
+        lines.append(
+            f"   {name:<12} {row['requests']:>8} {100 * row['share']:>6.1f}% {fmt(row['mean_ms']):>8} "
+            f"{fmt(row['p50_ms']):>8} {fmt(row['p99_ms']):>8}"
+        )
+    lines.append(
+        f"   failed {figures['failed']}; local throughput peak {figures['peak_local_throughput']} per 1 s window "
+        f"(gateway's meter), {figures['max_local_per_1s_client_clock']} by the client's clock; "
+        f"expected {figures['expected_throughput']}"
+    )
+    return "\n".join(lines)
+
+
+def policies_table(figures: dict[str, Any]) -> str:
+    servers = [spec.name for spec in POLICY_EDGES]
+    service = ", ".join(f"{name} {figures['service_ms'][name]:g} ms" for name in servers)
+    header = f"   {'policy':<21} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'errors':>6}  " + " ".join(
+        f"{name:>6}" for name in servers
+    )
+    lines = [
+        f"2. Policies side by side, same open-loop load (~330 req/s); true cost per request: {service}",
+        header,
+    ]
+    for policy, row in figures["rows"].items():
+        label = f"oracle ({figures['oracle_target']})" if policy == ORACLE else policy
+        shares = " ".join(f"{100 * row['share'][name]:>5.1f}%" for name in servers)
+        lines.append(
+            f"   {label:<21} {fmt(row['p50_ms']):>7} {fmt(row['p99_ms']):>7} {fmt(row['mean_ms']):>8} "
+            f"{row['errors']:>6}  {shares}"
+        )
+    return "\n".join(lines)
+
+
+def faults_table(figures: dict[str, Any]) -> str:
+    events = figures["events_s"]
+    victim = figures["victim"]
+    counters = figures["counters"]
+    return "\n".join(
+        [
+            f"3. Faults under p2c_ewma (~200 req/s): {victim} killed at {events['killed']:.1f} s, restarted at "
+            f"{events['restart_requested']:.1f} s, slowed to +40 ms at {events['slowed']:.1f} s",
+            f"   failed requests: {figures['failed']} of {figures['requests']} "
+            f"(retries {counters['retries']}, budget refusals {counters['retries_refused_by_budget']})",
+            f"   attempts at {victim} while dead: {figures['attempts_at_victim_while_dead']} (each retried elsewhere); "
+            f"it stopped being chosen within {fmt(figures['stops_being_chosen_s'], 3)} s (polled every 0.05 s)",
+            f"   readmitted {fmt(figures['readmitted_after_restart_s'], 3)} s after the restart began",
+            f"   after the slowdown: traffic moved away within {fmt(figures['traffic_shift_after_slowdown_s'], 3)} s "
+            f"({100 * figures['victim_share_after_slowdown']:.1f}% of later requests still went to {victim})",
+        ]
+    )
+
+
+def goals_table(goals: list[dict[str, Any]]) -> str:
+    lines = ["Goals"]
+    for goal in goals:
+        lines.append(f"   [{'met' if goal['met'] else 'MISSED':>6}] {goal['goal']}: {goal['figure']}")
+    return "\n".join(lines)
+
+
+def draw_original_plots(samples: list[Sample], servers: list[str], local: str, expected: int, out: Path) -> list[Path]:
+    """The original's two plots: per-server request counts with throughput, and local counts with throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    end = max((sample.sent_at for sample in samples), default=0.0)
+    bins = int(end / BIN_S) + 1
+    edges = [index * BIN_S for index in range(bins)]
+    counts = {name: [0] * bins for name in servers}
+    for sample in samples:
+        if sample.server in counts:
+            counts[sample.server][int(sample.sent_at / BIN_S)] += 1
+    local_points = [(s.sent_at, s.throughput) for s in samples if s.server == local and s.throughput is not None]
+
+    paths = []
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    for name in servers:
+        axis.plot(edges, counts[name], label=f"{name} requests / {int(BIN_S * 1000)} ms")
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel(f"requests per {int(BIN_S * 1000)} ms")
+    twin = axis.twinx()
+    twin.plot([t for t, _ in local_points], [v for _, v in local_points], "k:", label="local throughput (per 1 s)")
+    twin.set_ylabel("local throughput (requests in last 1 s)")
+    lines = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    labels = axis.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
+    axis.legend(lines, labels, loc="upper right", fontsize=8)
+    axis.set_title("Requests per server over time, with the local throughput")
+    figure.tight_layout()
+    paths.append(out / "request_counts.png")
+    figure.savefig(paths[-1], dpi=110)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    axis.bar(edges, counts[local], width=BIN_S * 0.9, align="edge", label=f"local requests / {int(BIN_S * 1000)} ms")
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel(f"local requests per {int(BIN_S * 1000)} ms")
+    twin = axis.twinx()
+    twin.plot([t for t, _ in local_points], [v for _, v in local_points], "r-", label="local throughput (per 1 s)")
+    twin.axhline(expected, color="grey", linestyle="--", label=f"expected_throughput = {expected}")
+    twin.set_ylabel("requests in last 1 s")
+    lines = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    labels = axis.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
+    axis.legend(lines, labels, loc="upper right", fontsize=8)
+    axis.set_title("Local request count and local throughput (throughput rule on)")
+    figure.tight_layout()
+    paths.append(out / "local_throughput.png")
+    figure.savefig(paths[-1], dpi=110)
+    plt.close(figure)
+    return paths

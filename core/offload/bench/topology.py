@@ -1,0 +1,105 @@
+"""Edge servers and gateways for a benchmark, as separate processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from ..demo import free_port
+from ..processes import ManagedProcess, ProcessGroup
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    """One edge node: link delay, extra compute time, and whether it is the device itself."""
+
+    name: str
+    delay_ms: float
+    compute_ms: float = 0.0
+    local: bool = False
+
+    @property
+    def service_ms(self) -> float:
+        """What one request costs on it when nothing else is going on."""
+        return self.delay_ms + self.compute_ms
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """The math pool's settings for one gateway run."""
+
+    policy: str
+    consider_throughput: bool = False
+    expected_throughput: int = 25
+    probe_interval_s: float = 1.0
+    eject_base_s: float = 5.0
+    timeout_s: float = 5.0
+
+
+class Topology:
+    """Starts, changes and stops the processes of one benchmark scenario."""
+
+    def __init__(self, group: ProcessGroup, workdir: Path) -> None:
+        self.group = group
+        self.workdir = workdir
+        self.edges: dict[str, ManagedProcess] = {}
+        self.urls: dict[str, str] = {}
+        self.specs: dict[str, EdgeSpec] = {}
+
+    async def start_edges(self, specs: list[EdgeSpec]) -> None:
+        started = []
+        for spec in specs:
+            url = f"http://{HOST}:{free_port()}"
+            argv = [
+                sys.executable, "-m", "offload_edge", "--host", HOST, "--port", url.rsplit(":", 1)[1],
+                "--name", spec.name, "--delay-ms", str(spec.delay_ms), "--compute-ms", str(spec.compute_ms),
+                "--processes", "1",
+            ]  # fmt: skip
+            process = self.group.start(spec.name, argv, url + "/health")
+            self.edges[spec.name], self.urls[spec.name], self.specs[spec.name] = process, url, spec
+            started.append(process)
+        await asyncio.gather(*(self.group.wait_healthy(process) for process in started))
+
+    def gateway_config(self, options: GatewayOptions) -> str:
+        servers = ",\n".join(
+            f'  {{ name = "{name}", url = "{url}", local = {"true" if self.specs[name].local else "false"} }}'
+            for name, url in self.urls.items()
+        )
+        return (
+            f'[gateway]\nhost = "{HOST}"\nprobe_interval_s = {options.probe_interval_s}\n\n'
+            "[plugins.math]\n"
+            f'policy = "{options.policy}"\n'
+            f"consider_throughput = {'true' if options.consider_throughput else 'false'}\n"
+            f"expected_throughput = {options.expected_throughput}\n"
+            f"timeout_s = {options.timeout_s}\n"
+            f"eject_base_s = {options.eject_base_s}\n"
+            f"servers = [\n{servers},\n]\n"
+        )
+
+    async def start_gateway(self, label: str, options: GatewayOptions) -> tuple[ManagedProcess, str]:
+        config = self.workdir / f"{label}.toml"
+        config.write_text(self.gateway_config(options))
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        argv = [sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port)]
+        process = self.group.start(f"gateway-{label}", argv, url + "/health")
+        await self.group.wait_healthy(process)
+        return process, url
+
+    async def set_delay(self, name: str, delay_ms: float) -> None:
+        url = self.urls[name] + "/admin/delay"
+        async with aiohttp.ClientSession() as session, session.put(url, json={"delay_ms": delay_ms}) as reply:
+            reply.raise_for_status()
+
+    def kill(self, name: str) -> None:
+        self.group.kill(self.edges[name])
+
+    async def restart(self, name: str) -> None:
+        self.group.restart(self.edges[name])
+        await self.group.wait_healthy(self.edges[name])
