@@ -82,7 +82,7 @@ def servers_with(costs_ms: Sequence[float], inflight: Sequence[int] = ()) -> lis
     servers = []
     for index, cost in enumerate(costs_ms):
         server = Server(f"s{index}", f"http://127.0.0.1:{6000 + index}")
-        server.cost.observe(cost / 1000)
+        server.record_success(cost / 1000)
         server.inflight = inflight[index] if index < len(inflight) else 0
         servers.append(server)
     return servers
