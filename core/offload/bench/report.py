@@ -98,7 +98,8 @@ def draw_original_plots(samples: list[Sample], servers: list[str], local: str, e
     for sample in samples:
         if sample.server in counts:
             counts[sample.server][int(sample.sent_at / BIN_S)] += 1
-    local_points = [(s.sent_at, s.throughput) for s in samples if s.server == local and s.throughput is not None]
+    # Every answer carries the gateway's local throughput at that moment, whichever server gave it.
+    local_points = [(s.sent_at, s.throughput) for s in samples if s.throughput is not None]
 
     paths = []
     figure, axis = plt.subplots(figsize=(9, 4.5))

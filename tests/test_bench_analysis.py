@@ -1,0 +1,60 @@
+"""The benchmark's arithmetic, on samples made up for the purpose (the benchmark itself is a command)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from offload.bench.analysis import analyse_faults, goals, max_local_in_window, per_server
+from offload.bench.load import Sample
+
+
+def sample(sent_at: float, server: str, latency_ms: float = 5.0, status: int = 200) -> Sample:
+    return Sample(sent_at, latency_ms / 1000, status, server, None)
+
+
+def test_per_server_shares_and_percentiles() -> None:
+    samples = [sample(i / 100, "a", 2.0) for i in range(90)] + [sample(1 + i / 100, "b", 20.0) for i in range(10)]
+    table = per_server(samples, ["a", "b", "c"])
+    assert table["a"]["requests"] == 90 and table["a"]["share"] == 0.9 and table["a"]["p99_ms"] == 2.0
+    assert table["b"]["p50_ms"] == 20.0 and table["c"]["requests"] == 0
+
+
+def test_local_window_counts_the_busiest_second() -> None:
+    samples = [sample(t, "local") for t in (0.0, 0.1, 0.5, 0.95, 1.05, 2.5)]
+    assert max_local_in_window(samples, "local") == 4  # 0.1 .. 1.05
+
+
+def test_fault_timings_come_from_failures_and_answers() -> None:
+    samples = [sample(t / 10, "f1" if t < 25 or 60 <= t < 85 else "f5") for t in range(120)]
+    result = {
+        "samples": samples,
+        "victim": "f1",
+        "events": {"killed": 2.5, "restart_requested": 5.5, "restarted": 5.8, "slowed": 8.5},
+        # (t, requests, failures): two failed attempts right after the kill, none later.
+        "victim_counts": [(2.45, 25, 0), (2.55, 27, 2), (2.6, 27, 2), (4.0, 27, 2), (5.6, 27, 2)],
+        "counters": {"retries": 2, "retries_refused_by_budget": 0},
+        "servers": ["f1", "f5"],
+    }
+    figures = analyse_faults(result)
+    assert figures["failed"] == 0
+    assert figures["attempts_at_victim_while_dead"] == 2
+    assert figures["stops_being_chosen_s"] == 0.05
+    assert figures["readmitted_after_restart_s"] == 0.5  # first answer from f1 at 6.0 s
+    assert figures["traffic_shift_after_slowdown_s"] == 0.0  # nothing sent to f1 after 8.5 s
+    original = {"peak_local_throughput": 27, "expected_throughput": 25}
+    policies = {
+        "rows": {
+            "random": {"p99_ms": 20.0},
+            "min_latency": {"p99_ms": 15.0},
+            "p2c_ewma": {"p99_ms": 7.0},
+            "oracle": {"p99_ms": 6.5},
+        }
+    }
+    verdicts = [goal["met"] for goal in goals(original, policies, figures)]
+    assert verdicts == [True, True, True, False]  # 27 > 25 + 1
+
+
+def test_bench_command_is_wired() -> None:
+    result = subprocess.run([sys.executable, "-m", "offload", "bench", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--json" in result.stdout
