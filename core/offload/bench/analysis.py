@@ -52,7 +52,18 @@ def analyse_original(result: dict[str, Any]) -> dict[str, Any]:
         "expected_throughput": EXPECTED_THROUGHPUT,
         "peak_local_throughput": peak,
         "max_local_per_1s_client_clock": max_local_in_window(samples, local),
+        "local_per_second": local_per_second(samples, local),
     }
+
+
+def local_per_second(samples: list[Sample], local: str) -> list[int]:
+    """Local requests sent in each whole second of the run: the local throughput over time."""
+    seconds = int(max((sample.sent_at for sample in samples), default=0.0)) + 1
+    counts = [0] * seconds
+    for sample in samples:
+        if sample.server == local:
+            counts[int(sample.sent_at)] += 1
+    return counts
 
 
 def analyse_policies(result: dict[str, Any]) -> dict[str, Any]:

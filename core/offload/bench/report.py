@@ -34,6 +34,8 @@ def original_table(figures: dict[str, Any]) -> str:
         f"(gateway's meter), {figures['max_local_per_1s_client_clock']} by the client's clock; "
         f"expected {figures['expected_throughput']}"
     )
+    per_second = ", ".join(str(count) for count in figures["local_per_second"])
+    lines.append(f"   local requests in each second of the run: {per_second}")
     return "\n".join(lines)
 
 
