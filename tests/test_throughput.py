@@ -63,7 +63,7 @@ def test_memory_is_fixed_whatever_the_rate() -> None:
     for _ in range(100_000):
         clock.now += 0.00001
         meter.record()
-    assert len(meter._counts) == 51
+    assert len(meter._storage.counts) == 51
     assert meter.count() == 100_000
 
 

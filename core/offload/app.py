@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from .registry import Registry, Server
 from .responses import JsonErrorHandler
 from .routing import RouteClaims, blueprint_routes, join_path
 from .settings import PLUGIN_CORE_DEFAULTS, Settings
+from .throughput import CounterStorage, shared_storage
 
 CORE_OWNER = "offload (built-in)"
 _app_numbers = itertools.count(1)
@@ -34,11 +36,13 @@ def create_app(
     extra_plugins: Mapping[str, Any] | None = None,
     name: str | None = None,
     rng: random.Random | None = None,
+    workers: int = 1,
 ) -> Sanic:
     """Build the gateway for ``settings``; raises :class:`ConfigError` for anything to fix.
 
     ``extra_plugins`` registers plugin objects directly by name (they must also be
-    enabled in ``settings``); ``rng`` seeds the policies for reproducible choices.
+    enabled in ``settings``); ``rng`` seeds the policies for reproducible choices;
+    ``workers`` > 1 makes the local-throughput windows shared by all worker processes.
     """
     manager = new_plugin_manager()
     enabled = settings.enabled_plugins()
@@ -75,7 +79,32 @@ def create_app(
     for context in contexts:
         mount_plugin_routes(app, manager, context, claims)
     add_lifecycle(app, manager, engine, contexts)
+    if workers > 1:
+        share_throughput_windows(app, engine)
     return app
+
+
+def share_throughput_windows(app: Sanic, engine: Engine) -> None:
+    """One local-throughput window per pool for all workers, not one per worker.
+
+    The main process creates the windows in shared memory before the workers
+    start; each worker's engine then counts into them, so the original rule
+    ("local while <= expected_throughput") holds for the device as a whole.
+    """
+    pools = list(engine.registry.pools)
+
+    async def create(app: Sanic) -> None:
+        for index, _ in enumerate(pools):
+            storage = shared_storage()
+            setattr(app.shared_ctx, f"offload_meter_{index}", (storage.counts, storage.meta, storage.lock))
+
+    async def attach(app: Sanic) -> None:
+        for index, pool_name in enumerate(pools):
+            counts, meta, lock = getattr(app.shared_ctx, f"offload_meter_{index}")
+            engine.use_meter_storage(pool_name, CounterStorage(counts, meta, lock))
+
+    app.register_listener(create, "main_process_start")
+    app.register_listener(attach, "before_server_start")
 
 
 def plugin_context(manager: pluggy.PluginManager, plugin: str, settings: Settings) -> PluginContext:
@@ -165,9 +194,10 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
             name: {"servers": len(pool), "available": sum(1 for s in pool.servers if s.available)}
             for name, pool in registry.pools.items()
         }
+        # The worker's PID tells, behind `offload serve --workers N`, which process answered.
         if request.app.ctx.draining:
-            return response.json({"status": "draining", "pools": pools}, status=503)
-        return response.json({"status": "ok", "pools": pools})
+            return response.json({"status": "draining", "pools": pools, "worker_pid": os.getpid()}, status=503)
+        return response.json({"status": "ok", "pools": pools, "worker_pid": os.getpid()})
 
     async def servers(request: Request) -> HTTPResponse:
         engine: Engine = request.app.ctx.engine

@@ -9,7 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+
+from sanic import Sanic
 
 from . import __version__
 from .errors import ConfigError
@@ -24,16 +27,32 @@ def config_path(value: str | None) -> Path:
     return Path(value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def build_gateway(config: str, workers: int) -> Sanic:
+    """App factory for ``offload serve``; each worker process calls it (so it must be importable)."""
     from .app import create_app
 
-    settings = load_settings(config_path(args.config))
+    return create_app(load_settings(config), name="offload_gateway", workers=workers)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    path = str(config_path(args.config))
+    settings = load_settings(path)  # fail here, once, with one line, before any worker starts
     host = args.host or settings.gateway.host
     port = settings.gateway.port if args.port is None else args.port
-    app = create_app(settings, name="offload_gateway")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        app.run(host=host, port=port, single_process=True, access_log=args.access_log, motd=False)
+        if args.workers == 1:
+            app = build_gateway(path, 1)
+            app.run(host=host, port=port, single_process=True, access_log=args.access_log, motd=False)
+        else:
+            from sanic.worker.loader import AppLoader
+
+            loader = AppLoader(factory=partial(build_gateway, path, args.workers))
+            app = loader.load()
+            app.prepare(host=host, port=port, workers=args.workers, access_log=args.access_log, motd=False)
+            Sanic.serve(primary=app, app_loader=loader)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
@@ -88,9 +107,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.runner import BenchOptions, run_bench
-
     try:
+        if args.suite == "perf":
+            from .bench.perf import PerfOptions, run_perf
+
+            return asyncio.run(run_perf(PerfOptions(duration_s=args.duration, soak=args.soak, json=args.json)))
+        from .bench.runner import BenchOptions, run_bench
+
         return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
     except KeyboardInterrupt:
         return 130
@@ -106,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: [gateway] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [gateway] port, 8899)")
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
     serve.set_defaults(handler=cmd_serve)
 
     validate = commands.add_parser("validate", help="check plugins.toml and the plugins it enables")
@@ -124,8 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--expected-throughput", type=int, default=25, help="local limit per second (default: 25)")
     demo.set_defaults(handler=cmd_demo)
 
-    bench = commands.add_parser("bench", help="measure the decision engine: original experiment, policies, faults")
+    bench = commands.add_parser(
+        "bench", help="measure the decision engine (default) or, with 'perf', what the gateway costs"
+    )
+    bench.add_argument(
+        "suite",
+        nargs="?",
+        choices=["decisions", "perf"],
+        default="decisions",
+        help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx",
+    )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
+    bench.add_argument("--duration", type=float, default=4.0, help="perf: seconds per load run (default: 4)")
+    bench.add_argument("--soak", action="store_true", help="perf: also gateway RSS over 1,000,000 requests")
     bench.add_argument("--out", default="bench/out", help="directory for the PNG plots (default: %(default)s)")
     bench.add_argument("--seed", type=int, default=7, help="seed for the load's random gaps (default: %(default)s)")
     bench.set_defaults(handler=cmd_bench)

@@ -29,7 +29,7 @@ from .sending import AttemptFailed, send_once
 from .settings import GatewaySettings, ServerSpec
 from .stats import LatencyWindow
 from .tasks import OffloadResult, Task
-from .throughput import SlidingWindowCounter
+from .throughput import CounterStorage, SlidingWindowCounter
 
 __all__ = ["Engine", "OffloadResult", "PoolUpdate", "Task"]
 
@@ -107,6 +107,11 @@ class Engine:
             counters=PoolCounters(),
         )
 
+    def use_meter_storage(self, pool_name: str, storage: CounterStorage) -> None:
+        """Count the pool's local requests in ``storage`` (shared by all worker processes)."""
+        runtime = self.runtime[pool_name]
+        runtime.meter = SlidingWindowCounter(runtime.meter.window_s, storage=storage)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
@@ -119,7 +124,15 @@ class Engine:
     async def start(self) -> None:
         """Open the session, load remote server lists, probe once, then keep probing."""
         connector = aiohttp.TCPConnector(limit=self.gateway.max_connections, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector)
+        # No cookie jar (edges are not browsers' peers; a jar only costs time per request) and
+        # no automatic decompression (edges answer uncompressed, and bodies are relayed as they are).
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            # Fewer headers to build and send on every call; edges need none of them.
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        )
         for pool in self.registry.pools.values():
             if pool.config.servers_url:
                 await self.load_server_list(pool)

@@ -1,4 +1,4 @@
-"""Sliding-window request counter: O(1) per request, fixed memory.
+"""Sliding-window request counter: O(1) per request, fixed memory, optionally shared by processes.
 
 The original gateway appended every timestamp to a list forever and sorted the
 list on every call. Here the window is cut into a fixed ring of buckets; a
@@ -11,25 +11,57 @@ left the window, so the reported figure may include requests up to one bucket
 width (``window_s / buckets``) older than the window, never fewer than the
 true count. A rule "run locally while count <= limit" therefore never lets
 more than ``limit + 1`` requests into any window.
+
+With ``offload serve --workers N`` every worker is a process; the counter's
+state then lives in shared memory (:func:`shared_storage`) behind one lock, so
+the rule counts the device's requests across all workers, not per worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass
+from typing import Any
+
+EPOCH, TOTAL = 0, 1  # slots of the metadata array
+
+
+@dataclass
+class CounterStorage:
+    """Where a counter keeps its state: plain lists, or arrays in shared memory with a lock."""
+
+    counts: MutableSequence[int]
+    meta: MutableSequence[int]  # [newest bucket index written or cleared, running total]
+    lock: Any = None  # a multiprocessing lock when shared
+
+    @classmethod
+    def private(cls, buckets: int) -> CounterStorage:
+        return cls(counts=[0] * buckets, meta=[0, 0])
+
+
+def shared_storage(window_buckets: int = 50) -> CounterStorage:
+    """Storage in shared memory, to create before worker processes start and hand to each of them."""
+    slots = window_buckets + 1
+    return CounterStorage(
+        counts=multiprocessing.Array("q", slots, lock=False),
+        meta=multiprocessing.Array("q", 2, lock=False),
+        lock=multiprocessing.Lock(),
+    )
 
 
 class SlidingWindowCounter:
     """Counts events within the last ``window_s`` seconds."""
-
-    __slots__ = ("_buckets", "_clock", "_counts", "_epoch", "_total", "_width", "window_s")
 
     def __init__(
         self,
         window_s: float = 1.0,
         buckets: int = 50,
         clock: Callable[[], float] = time.monotonic,
+        storage: CounterStorage | None = None,
     ) -> None:
         if window_s <= 0 or not math.isfinite(window_s):
             raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
@@ -40,35 +72,41 @@ class SlidingWindowCounter:
         # One bucket more than the window holds: the oldest one straddles the
         # window's start, which is what makes the count conservative.
         self._buckets = buckets + 1
-        self._counts = [0] * self._buckets
-        # Absolute index of the newest bucket that has been written or cleared.
-        self._epoch = math.floor(clock() / self._width)
-        self._total = 0
         self._clock = clock
+        self._storage = storage or CounterStorage.private(self._buckets)
+        if len(self._storage.counts) != self._buckets:
+            raise ValueError(f"storage holds {len(self._storage.counts)} buckets, this window needs {self._buckets}")
+        self._lock = self._storage.lock or contextlib.nullcontext()
+        if storage is None:
+            self._storage.meta[EPOCH] = math.floor(clock() / self._width)
 
     def _advance(self, now: float) -> int:
         """Clear buckets that left the window; return the absolute index for ``now``."""
+        counts, meta = self._storage.counts, self._storage.meta
         current = math.floor(now / self._width)
-        stale = current - self._epoch
+        stale = current - meta[EPOCH]
         if stale > 0:
             if stale >= self._buckets:
-                self._counts = [0] * self._buckets
-                self._total = 0
+                for slot in range(self._buckets):
+                    counts[slot] = 0
+                meta[TOTAL] = 0
             else:
-                for index in range(self._epoch + 1, current + 1):
+                for index in range(meta[EPOCH] + 1, current + 1):
                     slot = index % self._buckets
-                    self._total -= self._counts[slot]
-                    self._counts[slot] = 0
-            self._epoch = current
+                    meta[TOTAL] -= counts[slot]
+                    counts[slot] = 0
+            meta[EPOCH] = current
         return current
 
     def record(self, now: float | None = None) -> None:
-        """Count one event at ``now`` (defaults to the clock)."""
-        current = self._advance(self._clock() if now is None else now)
-        self._counts[current % self._buckets] += 1
-        self._total += 1
+        """Count one event at ``now`` (defaults to the clock; must not go backwards)."""
+        with self._lock:
+            current = self._advance(self._clock() if now is None else now)
+            self._storage.counts[current % self._buckets] += 1
+            self._storage.meta[TOTAL] += 1
 
     def count(self, now: float | None = None) -> int:
         """Events in the window ending at ``now`` (conservative, see module doc)."""
-        self._advance(self._clock() if now is None else now)
-        return self._total
+        with self._lock:
+            self._advance(self._clock() if now is None else now)
+            return self._storage.meta[TOTAL]

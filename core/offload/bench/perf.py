@@ -1,0 +1,219 @@
+"""``offload bench perf``: what the gateway costs, next to a direct call and nginx, in one run.
+
+Three edges (no simulated delay) serve a near-zero-cost endpoint (``/hello``).
+Each contender is loaded at 1, 16 and 64 connections with the same tool:
+the edge directly, ``offload serve`` (default policy; then the original
+throughput rule; then two workers), and nginx (least_conn + keepalive over the
+same edges) when it is installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..demo import free_port
+from ..processes import ManagedProcess, ProcessGroup, StartupError
+from .closed_loop import LoadResult, measure, wrk_available
+from .topology import HOST, EdgeSpec, GatewayOptions, Topology
+
+CONNECTIONS = (1, 16, 64)
+EDGES = [EdgeSpec("local", 0.0, local=True), EdgeSpec("edge1", 0.0), EdgeSpec("edge2", 0.0)]
+SOAK_REQUESTS = 1_000_000
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    duration_s: float = 4.0
+    soak: bool = False
+    json: bool = False
+
+
+def nginx_config(prefix: Path, port: int, edge_urls: list[str]) -> Path:
+    """least_conn + keepalive over the edges, everything under ``prefix``, one worker like one gateway."""
+    servers = "\n".join(f"    server {url.removeprefix('http://')};" for url in edge_urls)
+    temp = prefix / "tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    text = f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy; fastcgi_temp_path {temp}/fastcgi;
+  uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
+  upstream edges {{
+    least_conn;
+{servers}
+    keepalive 128;
+  }}
+  server {{
+    listen {HOST}:{port};
+    location / {{
+      proxy_pass http://edges/hello;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+    path = prefix / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def start_gateway_with_workers(topology: Topology, workers: int) -> tuple[ManagedProcess, str]:
+    config = topology.workdir / f"workers{workers}.toml"
+    config.write_text(topology.gateway_config(GatewayOptions(policy="p2c_ewma")))
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    argv = [
+        sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port),
+        "--workers", str(workers),
+    ]  # fmt: skip
+    process = topology.group.start(f"gateway-workers{workers}", argv, url + "/health")
+    await topology.group.wait_healthy(process)
+    return process, url
+
+
+async def run_perf(options: PerfOptions) -> int:
+    tool = "wrk" if wrk_available() else "built-in asyncio generator (install wrk for sharper figures)"
+    nginx = shutil.which("nginx")
+    print(f"offload bench perf: load by {tool}; nginx: {nginx or 'not installed (apt-get install nginx-light)'}",
+          file=sys.stderr)  # fmt: skip
+    results: dict[str, list[LoadResult]] = {}
+    soak: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="offload-perf-") as workdir:
+        group = ProcessGroup(Path(workdir))
+        topology = Topology(group, Path(workdir))
+        try:
+            await topology.start_edges(EDGES)
+            targets: dict[str, str] = {"direct": topology.urls["edge1"] + "/hello"}
+            _, ours = await topology.start_gateway("ours", GatewayOptions(policy="p2c_ewma"))
+            targets["ours"] = ours + "/"
+            _, rule = await topology.start_gateway(
+                "ours-rule", GatewayOptions(policy="p2c_ewma", consider_throughput=True, expected_throughput=25)
+            )
+            targets["ours (throughput rule)"] = rule + "/"
+            _, two = await start_gateway_with_workers(topology, 2)
+            targets["ours --workers 2"] = two + "/"
+            if nginx:
+                port = free_port()
+                config = nginx_config(Path(workdir) / "nginx", port, list(topology.urls.values()))
+                argv = [nginx, "-p", str(Path(workdir) / "nginx"), "-c", str(config), "-g", "daemon off;"]
+                await group.wait_healthy(group.start("nginx", argv, f"http://{HOST}:{port}/"))
+                targets["nginx"] = f"http://{HOST}:{port}/"
+            for name, url in targets.items():
+                results[name] = []
+                for connections in CONNECTIONS:
+                    print(f"\r  {name:<24} {connections:>2} connections ...", end="", file=sys.stderr)
+                    results[name].append(await measure(url, connections, options.duration_s))
+            if options.soak:
+                soak = await run_soak(group, targets["ours"])
+        except StartupError as exc:
+            print(f"\noffload bench perf: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            group.stop_all()
+    print(file=sys.stderr)
+    figures = summarize(results, soak, tool)
+    if options.json:
+        import json
+
+        print(json.dumps(figures, indent=2))
+    else:
+        print(render(figures))
+    return 0 if all(goal["met"] for goal in figures["goals"]) else 1
+
+
+async def run_soak(group: ProcessGroup, url: str) -> dict[str, Any]:
+    """RSS of the gateway before and after a million requests."""
+    gateway = next(process for process in group.processes if process.name == "gateway-ours")
+    assert gateway.pid is not None
+    await measure(url, 16, 2.0)  # warm up: caches, pools, lazily built routes
+    before = rss_kb(gateway.pid)
+    sent = 0
+    started = time.perf_counter()
+    while sent < SOAK_REQUESTS:
+        print(f"\r  soak: {sent:>9,} / {SOAK_REQUESTS:,} requests ...", end="", file=sys.stderr)
+        sent += (await measure(url, 64, 10.0)).requests
+    after = rss_kb(gateway.pid)
+    return {
+        "requests": sent,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rss_before_mb": round(before / 1024, 1),
+        "rss_after_mb": round(after / 1024, 1),
+        "growth_mb": round((after - before) / 1024, 1),
+    }
+
+
+def summarize(results: dict[str, list[LoadResult]], soak: dict[str, Any], tool: str) -> dict[str, Any]:
+    def at(name: str, connections: int) -> LoadResult | None:
+        return next((r for r in results.get(name, []) if r.connections == connections), None)
+
+    direct1, ours1 = at("direct", 1), at("ours", 1)
+    ours16, nginx16 = at("ours", 16), at("nginx", 16)
+    goals = []
+    if direct1 and ours1:
+        added50, added99 = ours1.p50_ms - direct1.p50_ms, ours1.p99_ms - direct1.p99_ms
+        goals.append(
+            {
+                "goal": "added latency at 1 connection <= 0.3 ms p50",
+                "figure": f"{added50:.3f} ms",
+                "met": added50 <= 0.3,
+            }
+        )
+        goals.append(
+            {"goal": "added latency at 1 connection <= 1 ms p99", "figure": f"{added99:.3f} ms", "met": added99 <= 1.0}
+        )
+    if ours16 and nginx16:
+        ratio = ours16.rps / nginx16.rps
+        goals.append({"goal": "at 16 connections >= 60 % of nginx's req/s", "figure": f"{100 * ratio:.0f} % "
+                      f"({ours16.rps:,.0f} vs {nginx16.rps:,.0f})", "met": ratio >= 0.6})  # fmt: skip
+    if soak:
+        goals.append({"goal": "RSS growth <= 10 MB over 1,000,000 requests", "figure": f"{soak['growth_mb']} MB",
+                      "met": soak["growth_mb"] <= 10})  # fmt: skip
+    return {
+        "tool": tool,
+        "results": {name: [asdict(result) for result in runs] for name, runs in results.items()},
+        "soak": soak,
+        "goals": goals,
+    }
+
+
+def render(figures: dict[str, Any]) -> str:
+    lines = [f"Gateway cost, near-zero-cost upstream (GET /hello on the edges); load by {figures['tool']}", ""]
+    lines.append(f"{'contender':<24} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+                 f"{'vs direct':>9} {'vs nginx':>8}")  # fmt: skip
+    by_name = figures["results"]
+    for name, runs in by_name.items():
+        for run in runs:
+            direct = next(r for r in by_name["direct"] if r["connections"] == run["connections"])
+            nginx = next((r for r in by_name.get("nginx", []) if r["connections"] == run["connections"]), None)
+            versus_nginx = f"{run['rps'] / nginx['rps']:.2f}x" if nginx else "-"
+            lines.append(
+                f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
+                f"{run['errors']:>6} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}"
+            )
+    if figures["soak"]:
+        soak = figures["soak"]
+        lines += ["", f"soak: {soak['requests']:,} requests in {soak['seconds']} s, gateway RSS "
+                  f"{soak['rss_before_mb']} -> {soak['rss_after_mb']} MB ({soak['growth_mb']:+} MB)"]  # fmt: skip
+    lines += ["", "Goals"]
+    for goal in figures["goals"]:
+        lines.append(f"   [{'met' if goal['met'] else 'MISSED':>6}] {goal['goal']}: {goal['figure']}")
+    return "\n".join(lines)
