@@ -46,10 +46,15 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(url: str, connections: int, duration_s: float) -> LoadResult:
-    """One wrk run; its own output is parsed (it is bounded by -d)."""
+    """One wrk run (bounded by -d)."""
     threads = 1 if connections == 1 else 2
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url]
     output = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout
+    return parse_wrk(output, connections)
+
+
+def parse_wrk(output: str, connections: int) -> LoadResult:
+    """Requests, req/s, p50/p99 and errors from wrk's --latency report."""
     latencies = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
     requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))

@@ -1,0 +1,55 @@
+"""The performance benchmark's parsing and verdicts (the benchmark itself is a command)."""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin
+from offload.bench.perf import nginx_config, summarize
+
+WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8899/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.10ms    1.01ms  20.31ms   90.12%
+    Req/Sec     3.71k   210.45     4.10k    71.25%
+  Latency Distribution
+     50%    2.07ms
+     75%    2.50ms
+     90%    3.01ms
+     99%  850.00us
+  29580 requests in 4.00s, 6.04MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 3
+Requests/sec:   7394.21
+Transfer/sec:      1.51MB
+"""
+
+
+def test_parse_wrk_reads_rate_percentiles_and_errors() -> None:
+    result = parse_wrk(WRK_OUTPUT, 16)
+    assert result == LoadResult("wrk", 16, 29580, 7394.21, 2.07, 0.85, 6)
+
+
+def test_summarize_judges_the_goals() -> None:
+    results = {
+        "direct": [LoadResult("wrk", 1, 1, 7000, 0.13, 0.19, 0), LoadResult("wrk", 16, 1, 12000, 1.2, 2.5, 0)],
+        "ours": [LoadResult("wrk", 1, 1, 3000, 0.31, 0.71, 0), LoadResult("wrk", 16, 1, 7500, 2.0, 4.7, 0)],
+        "nginx": [LoadResult("wrk", 1, 1, 4500, 0.22, 0.86, 0), LoadResult("wrk", 16, 1, 16000, 0.9, 2.8, 0)],
+    }
+    goals = summarize(results, {"growth_mb": 3.5}, "wrk")["goals"]
+    assert [goal["met"] for goal in goals] == [True, True, False, True]
+    assert goals[2]["figure"].startswith("47 %")
+
+
+def test_nginx_config_stays_on_loopback_and_in_its_prefix(tmp_path) -> None:
+    config = nginx_config(tmp_path, 8080, ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]).read_text()
+    assert "listen 127.0.0.1:8080;" in config and "least_conn;" in config and "keepalive 128;" in config
+    assert "server 127.0.0.1:5001;" in config and str(tmp_path) in config
+
+
+@pytest.mark.asyncio
+async def test_builtin_generator_measures_a_real_server(edge) -> None:
+    server = await edge("target")
+    result = await run_builtin(server.make_url("/hello"), connections=4, duration_s=0.3)
+    assert result.tool == "builtin" and result.requests > 10 and result.errors == 0
+    assert 0 < result.p50_ms <= result.p99_ms
