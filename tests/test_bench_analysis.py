@@ -58,3 +58,15 @@ def test_fault_timings_come_from_failures_and_answers() -> None:
 def test_bench_command_is_wired() -> None:
     result = subprocess.run([sys.executable, "-m", "offload", "bench", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--json" in result.stdout
+
+
+def test_the_original_plots_are_written(tmp_path) -> None:
+    from offload.bench.report import draw_original_plots
+
+    samples = [
+        Sample(i / 300, "local" if i % 10 == 0 else "edge-near", 0.002, 200, min(i // 10, 26)) for i in range(900)
+    ]
+    paths = draw_original_plots(samples, ["local", "edge-near", "edge-far"], "local", 25, tmp_path)
+    assert [path.name for path in paths] == ["request_counts.png", "local_throughput.png"]
+    for path in paths:
+        assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size > 10_000

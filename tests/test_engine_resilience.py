@@ -21,15 +21,8 @@ from offload.retry_budget import RetryBudget
 from offload.settings import GatewaySettings, ServerSpec
 from offload.testing import serve_app
 
+from clocks import FakeClock
 from conftest import EdgeFactory
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_breaker_opens_half_opens_and_recovers() -> None:

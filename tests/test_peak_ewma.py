@@ -9,13 +9,7 @@ import pytest
 from offload.peak_ewma import PeakEwma
 from offload.registry import Server
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from clocks import FakeClock
 
 
 def test_rises_at_once_and_decays_with_time() -> None:

@@ -8,13 +8,7 @@ import pytest
 
 from offload.throughput import SlidingWindowCounter
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from clocks import FakeClock
 
 
 def test_counts_events_inside_the_window_only() -> None:

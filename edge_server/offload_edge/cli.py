@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import math
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 
 from .app import EdgeConfig, create_edge_app
@@ -21,34 +22,24 @@ def _is_loopback_v4(host: str) -> bool:
         return False
 
 
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 65535, got {value!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 65535, got {value!r}")
-    return port
+def _number_type(kind: type[int] | type[float], minimum: float, maximum: float = math.inf, words: str = "") -> Any:
+    """An argparse type accepting ``kind`` values from ``minimum`` to ``maximum``, saying so when refused."""
+
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or not minimum <= number <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {words}, got {value!r}")
+        return number
+
+    return parse
 
 
-def _delay_ms(value: str) -> float:
-    try:
-        delay = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(delay) or delay < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}")
-    return delay
-
-
-def _processes(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
-    return count
+_port = _number_type(int, 1, 65535, "an integer from 1 to 65535")
+_delay_ms = _number_type(float, 0, words="a number >= 0")
+_processes = _number_type(int, 1, words="an integer >= 1")
 
 
 def _peers(value: str) -> list[str]:

@@ -112,14 +112,8 @@ def draw_original_plots(samples: list[Sample], servers: list[str], local: str, e
     twin = axis.twinx()
     twin.plot([t for t, _ in local_points], [v for _, v in local_points], "k:", label="local throughput (per 1 s)")
     twin.set_ylabel("local throughput (requests in last 1 s)")
-    lines = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    labels = axis.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
-    axis.legend(lines, labels, loc="upper right", fontsize=8)
-    axis.set_title("Requests per server over time, with the local throughput")
-    figure.tight_layout()
-    paths.append(out / "request_counts.png")
-    figure.savefig(paths[-1], dpi=110)
-    plt.close(figure)
+    paths.append(finish(figure, axis, twin, "Requests per server over time, with the local throughput",
+                        out / "request_counts.png"))  # fmt: skip
 
     figure, axis = plt.subplots(figsize=(9, 4.5))
     axis.bar(edges, counts[local], width=BIN_S * 0.9, align="edge", label=f"local requests / {int(BIN_S * 1000)} ms")
@@ -129,12 +123,20 @@ def draw_original_plots(samples: list[Sample], servers: list[str], local: str, e
     twin.plot([t for t, _ in local_points], [v for _, v in local_points], "r-", label="local throughput (per 1 s)")
     twin.axhline(expected, color="grey", linestyle="--", label=f"expected_throughput = {expected}")
     twin.set_ylabel("requests in last 1 s")
-    lines = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    labels = axis.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
-    axis.legend(lines, labels, loc="upper right", fontsize=8)
-    axis.set_title("Local request count and local throughput (throughput rule on)")
-    figure.tight_layout()
-    paths.append(out / "local_throughput.png")
-    figure.savefig(paths[-1], dpi=110)
-    plt.close(figure)
+    paths.append(finish(figure, axis, twin, "Local request count and local throughput (throughput rule on)",
+                        out / "local_throughput.png"))  # fmt: skip
     return paths
+
+
+def finish(figure: Any, axis: Any, twin: Any, title: str, path: Path) -> Path:
+    """One legend for both y axes, the title, and the PNG."""
+    import matplotlib.pyplot as plt
+
+    handles, labels = axis.get_legend_handles_labels()
+    twin_handles, twin_labels = twin.get_legend_handles_labels()
+    axis.legend(handles + twin_handles, labels + twin_labels, loc="upper right", fontsize=8)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
