@@ -58,9 +58,9 @@ async def send_once(
             status = response.status
             is_json = response.content_type == "application/json"
     except TimeoutError:
-        reason = f"timed out after {timeout_s:.3g} s"
+        reason = f"timed out after {seconds(timeout_s)} s"
         target.record_failure(reason, may_open=pool.may_eject_one_more())
-        raise AttemptFailed(504, f"{where} did not answer within {timeout_s:.3g} s", server=target.name) from None
+        raise AttemptFailed(504, f"{where} did not answer within {seconds(timeout_s)} s", server=target.name) from None
     except aiohttp.ClientError as exc:
         reason = f"unreachable: {describe_exception(exc)}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
@@ -86,6 +86,11 @@ async def send_once(
         )
     target.record_success(elapsed, concurrency)
     return status, decode_body(text, is_json), elapsed
+
+
+def seconds(value: float) -> str:
+    """Seconds for people: 0.0999 -> "0.1", 2.0 -> "2"."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def decode_body(text: str, is_json: bool) -> Any:
