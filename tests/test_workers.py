@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -33,19 +34,20 @@ async def test_workers_share_one_throughput_window(edge: EdgeFactory, tmp_path: 
         # A new connection per request, so the kernel spreads them over both workers.
         connector = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(connector=connector) as session:
+            # /health answers as soon as one worker is up; wait (bounded) until the second answers too.
             workers = set()
-            for _ in range(40):
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(workers) < 2 and asyncio.get_running_loop().time() < deadline:
                 async with session.get(url + "/health") as reply:
                     workers.add((await reply.json())["worker_pid"])
-                if len(workers) == 2:
-                    break
+                await asyncio.sleep(0.01)
             servers = []
             for index in range(30):
                 async with session.get(f"{url}/square/{index}") as reply:
                     assert reply.status == 200
                     servers.append((await reply.json())["server"])
     finally:
-        group.stop_all()
+        await asyncio.to_thread(group.stop_all)  # keep serving our in-process edges meanwhile
     assert len(workers) == 2, "both workers answer"
     # expected_throughput 5 for the device as a whole: 6 local runs (<= 5 lets the 6th in), not 6 per worker.
     assert servers.count("local") == 6
