@@ -112,7 +112,7 @@ class P2CEwmaPolicy:
             second = others[self.rng.randrange(len(others))]
         else:
             first, second = self.rng.sample(list(candidates), 2)
-        winner = first if first.load() <= second.load() else second
+        winner = first if first.load_key() <= second.load_key() else second
         self.remembered = winner
         return winner
 
@@ -131,7 +131,7 @@ class EstimatedCompletionPolicy:
         self.rng = rng
 
     def choose(self, candidates: Sequence[Server]) -> Server:
-        return min(candidates, key=lambda server: server.load())
+        return min(candidates, key=lambda server: server.load_key())
 
 
 PolicyFactory = Callable[[random.Random], Policy]

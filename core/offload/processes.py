@@ -1,13 +1,17 @@
 """Starting, watching and stopping the child processes of ``offload demo`` and ``offload bench``.
 
-Every process is started by us, tracked by its PID, and ended by that PID
-only: SIGTERM first, SIGKILL if it does not stop in time.
+Every process is started by us in a process group of its own, tracked by its
+PID, and ended through that group only: SIGTERM to the process first, then
+SIGKILL to its whole group if it does not stop in time, so helpers it started
+itself (Sanic's worker manager, process pools) cannot outlive it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -70,24 +74,23 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **process.env} if process.env else None,
+                start_new_session=True,  # its own process group: see kill_tree
             )
 
     def stop(self, process: ManagedProcess, timeout_s: float = 10.0) -> None:
-        """SIGTERM one process and wait for it (SIGKILL if it will not stop)."""
-        if process.popen is None or process.popen.poll() is not None:
+        """SIGTERM one process and wait for it (SIGKILL to its group if it will not stop)."""
+        if process.popen is None:
             return
-        process.popen.terminate()
-        try:
+        if process.popen.poll() is None:
+            process.popen.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.popen.kill()
-            process.popen.wait()
+        kill_tree(process.popen)
 
     def kill(self, process: ManagedProcess) -> None:
         """SIGKILL, as a crash or a pulled cable would end it: no goodbye to open connections."""
-        if process.popen is not None and process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait()
+        if process.popen is not None:
+            kill_tree(process.popen)
 
     def restart(self, process: ManagedProcess) -> None:
         """Start a stopped process again with the same command line (same port)."""
@@ -121,9 +124,14 @@ class ProcessGroup:
         for process in reversed(self.processes):
             if process.popen is None:
                 continue
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.popen.kill()
-                process.popen.wait()
+            kill_tree(process.popen)
         self.processes.clear()
+
+
+def kill_tree(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of the process group we started ``popen`` in, and reap ``popen``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    popen.wait()

@@ -76,6 +76,11 @@ class Server:
             return math.inf
         return self.cost.load(self.inflight)
 
+    def load_key(self) -> tuple[float, int, float]:
+        """What policies compare: the load, then (when unproven servers tie at infinity) the fewest
+        requests in flight, then the cheapest estimate."""
+        return (self.load(), self.inflight, self.cost.estimate_s)
+
     def exclusion(self) -> str | None:
         """Why this server may not take a request now, or None."""
         if self.probe_ok is False:
