@@ -9,11 +9,13 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json, text
 
 from .errors import install_error_handlers
+from .loopback import loopback_http_url
 from .pool import attach_pool, run_in_pool
 from .stats import RequestStats
 from .tasks import (
@@ -30,6 +32,9 @@ from .tasks import (
     square,
 )
 
+if TYPE_CHECKING:
+    from .chain.backend import ChainBackend
+
 __all__ = ["TASK_ROUTES", "EdgeConfig", "TaskRoute", "create_edge_app"]
 
 
@@ -45,6 +50,9 @@ class EdgeConfig:
             that is slower in compute, which a health probe cannot see.
         peers: Addresses advertised by ``/getserverlists``.
         processes: Process pool size for CPU tasks; ``None`` means ``os.cpu_count()``.
+        chain: Serve an embedded EVM dev chain (demo contracts deployed) at ``POST /rpc``.
+        chain_upstream: Instead relay ``POST /rpc`` to this JSON-RPC URL (``http://`` on 127.0.0.0/8),
+            so several edges with different delays serve one chain's state.
     """
 
     name: str = "edge"
@@ -52,13 +60,18 @@ class EdgeConfig:
     compute_ms: float = 0.0
     peers: list[str] = field(default_factory=list)
     processes: int | None = None
-    # Serve an embedded EVM chain at POST /rpc, or relay /rpc to another edge's chain.
     chain: bool = False
     chain_upstream: str | None = None
 
     def __post_init__(self) -> None:
         if self.chain and self.chain_upstream:
             raise ValueError("chain and chain_upstream are exclusive: host a chain or relay to one")
+        if self.chain_upstream is not None:
+            # All chain traffic stays on this machine, whoever builds the config.
+            try:
+                self.chain_upstream = loopback_http_url(self.chain_upstream)
+            except ValueError as exc:
+                raise ValueError(f"chain_upstream {exc}") from None
         if not math.isfinite(self.delay_ms) or self.delay_ms < 0:
             raise ValueError(f"delay_ms must be a finite number >= 0, got {self.delay_ms!r}")
         if not math.isfinite(self.compute_ms) or self.compute_ms < 0:
@@ -161,11 +174,23 @@ def _install_task_route(app: Sanic, stats: RequestStats, route: TaskRoute, compu
     app.add_route(run_task, f"/tasks/{route.slug}/<raw:str>", methods=["GET"], name=f"task_{route.slug}", unquote=True)
 
 
+def _chain_backend(config: EdgeConfig) -> ChainBackend:
+    """The relay for ``chain_upstream``, else the embedded chain (imported only when used)."""
+    if config.chain_upstream:
+        from .chain.relay import RelayBackend
+
+        return RelayBackend(config.chain_upstream)
+    from .chain.embedded import EmbeddedBackend
+
+    return EmbeddedBackend()
+
+
 def create_edge_app(config: EdgeConfig) -> Sanic:
     """Build an edge node app for ``config``.
 
     Routes: ``/hello``, ``/offloading/<num>``, ``/getserverlists``, ``/health``,
-    ``/const`` and ``/tasks/{nthprime,matmul,hashchain}/<arg>``. Every error is
+    ``/const`` and ``/tasks/{nthprime,matmul,hashchain}/<arg>``; with ``chain`` or
+    ``chain_upstream`` also ``POST /rpc`` and ``GET /chain/contracts``. Every error is
     answered as JSON ``{"error": "..."}``. The CPU-task process pool lives from
     ``before_server_start`` to ``after_server_stop`` on ``app.ctx.pool``.
     """
@@ -191,9 +216,9 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     attach_pool(app, config.processes)
     if config.chain or config.chain_upstream:
         # Imported here so an edge without the chain extra never needs eth-tester.
-        from .chain.routes import EmbeddedBackend, RelayBackend, install_chain_routes
+        from .chain.routes import install_chain_routes
 
-        install_chain_routes(app, RelayBackend(config.chain_upstream) if config.chain_upstream else EmbeddedBackend())
+        install_chain_routes(app, _chain_backend(config))
 
     @app.get("/hello")
     async def hello(request: Request) -> HTTPResponse:

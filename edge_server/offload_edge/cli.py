@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import sys
 from typing import Any
-from urllib.parse import urlsplit
 
 from .app import EdgeConfig, create_edge_app
-
-_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-
-
-def _is_loopback_v4(host: str) -> bool:
-    """True only for IPv4 literals in 127.0.0.0/8; names such as ``localhost`` are not resolved."""
-    try:
-        return ipaddress.ip_address(host) in _LOOPBACK
-    except ValueError:
-        return False
+from .loopback import is_loopback_v4, loopback_http_url
 
 
 def _number_type(kind: type[int] | type[float], minimum: float, maximum: float = math.inf, words: str = "") -> Any:
@@ -44,13 +33,6 @@ _processes = _number_type(int, 1, words="an integer >= 1")
 
 def _peers(value: str) -> list[str]:
     return [peer.strip() for peer in value.split(",") if peer.strip()]
-
-
-def _loopback_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "http" or not parts.hostname or not _is_loopback_v4(parts.hostname):
-        raise argparse.ArgumentTypeError(f"must be an http:// URL on 127.0.0.0/8, got {value!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,21 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument(
         "--chain-upstream",
         metavar="URL",
-        type=_loopback_url,
         help="relay POST /rpc to another node's JSON-RPC URL (loopback only), e.g. http://127.0.0.1:5000/rpc",
     )
     return parser
 
 
+def _refusal(args: argparse.Namespace) -> str | None:
+    """Why this node must not start with ``args`` (it talks on loopback only), or None."""
+    if not is_loopback_v4(args.host):
+        return f"refusing to bind {args.host!r}: only loopback addresses (127.0.0.0/8) are allowed"
+    if args.chain_upstream is not None:
+        try:
+            loopback_http_url(args.chain_upstream)
+        except ValueError as exc:
+            return f"refusing to relay: --chain-upstream {exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and serve until interrupted; returns the process exit code."""
+    """Parse ``argv`` and serve until interrupted; returns the process exit code.
+
+    A refused address or upstream is one line on stderr and exit code 2, as argparse's own errors.
+    """
     args = build_parser().parse_args(argv)
-    if not _is_loopback_v4(args.host):
-        # This node is for local experiments only; never expose it on a real interface.
-        print(
-            f"offload-edge: error: refusing to bind {args.host!r}: only loopback addresses (127.0.0.0/8) are allowed",
-            file=sys.stderr,
-        )
+    refusal = _refusal(args)
+    if refusal is not None:
+        # This node is for local experiments only; never expose it or relay off this machine.
+        print(f"offload-edge: error: {refusal}", file=sys.stderr)
         return 2
 
     config = EdgeConfig(

@@ -1,106 +1,23 @@
-"""Serving the chain over HTTP: ``POST /rpc`` and ``GET /chain/contracts``.
-
-``embedded`` runs the chain in this process; ``relay`` forwards to another
-edge's chain, so several edges (each with its own simulated link delay) serve
-one shared chain state.
-"""
+"""Sanic wiring for the chain: ``POST /rpc``, ``GET /chain/contracts`` and the backend's lifetime."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-import aiohttp
 from sanic import Request, Sanic
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, raw
 
-from .jsonrpc import answer_body, error_answer
-from .node import INTERNAL_ERROR, EmbeddedChain, RpcError
+# Only the protocol here: importing the embedded backend would pull in eth-tester and
+# py-evm, which a relay-only edge (or one installed without the chain extra) never needs.
+from .backend import ChainBackend, Reply
 
-RELAY_TIMEOUT_S = 30.0
-
-
-class EmbeddedBackend:
-    """The chain itself; py-evm calls run one at a time in a worker thread."""
-
-    mode = "embedded"
-
-    def __init__(self) -> None:
-        self.chain: EmbeddedChain | None = None
-        self.lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        self.chain = await asyncio.to_thread(EmbeddedChain)
-
-    async def stop(self) -> None:
-        self.chain = None
-
-    def require_chain(self) -> EmbeddedChain:
-        if self.chain is None:
-            raise RuntimeError("the chain is not started")
-        return self.chain
-
-    async def rpc(self, body: bytes) -> tuple[int, Any]:
-        chain = self.require_chain()
-        # The EVM state is not thread-safe: one request (single or batch) at a time.
-        async with self.lock:
-            return await asyncio.to_thread(answer_body, body, chain.dispatch)
-
-    async def contracts(self) -> tuple[int, Any]:
-        chain = self.require_chain()
-        return 200, {"data": chain.contracts, "chain_id": chain.chain_id}
-
-    def health(self) -> dict[str, Any]:
-        chain = self.chain
-        return {"chain": self.mode, "block_number": chain.block_number() if chain else None}
+__all__ = ["install_chain_routes"]
 
 
-class RelayBackend:
-    """Forwards JSON-RPC bodies verbatim to another node."""
-
-    mode = "relay"
-
-    def __init__(self, upstream_rpc_url: str) -> None:
-        self.upstream = upstream_rpc_url
-        self.session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=RELAY_TIMEOUT_S))
-
-    async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-    async def forward(self, method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
-        if self.session is None:
-            raise RuntimeError("the relay is not started")
-        try:
-            async with self.session.request(
-                method, url, data=body, headers={"Content-Type": "application/json"}
-            ) as response:
-                return response.status, await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            error = RpcError(INTERNAL_ERROR, f"upstream chain {self.upstream} failed: {type(exc).__name__}: {exc}")
-            return 502, error_answer(None, error)
-
-    async def rpc(self, body: bytes) -> tuple[int, Any]:
-        return await self.forward("POST", self.upstream, body)
-
-    async def contracts(self) -> tuple[int, Any]:
-        if not self.upstream.endswith("/rpc"):
-            return 404, {"error": f"upstream {self.upstream} is not an offload-edge chain; it has no contract list"}
-        return await self.forward("GET", self.upstream.removesuffix("/rpc") + "/chain/contracts")
-
-    def health(self) -> dict[str, Any]:
-        return {"chain": self.mode, "upstream": self.upstream}
-
-
-ChainBackend = EmbeddedBackend | RelayBackend
+def _response(reply: Reply) -> HTTPResponse:
+    return raw(reply.body, status=reply.status, content_type=reply.content_type)
 
 
 def install_chain_routes(app: Sanic, backend: ChainBackend) -> None:
-    """Add the chain's routes and tie the backend's lifetime to the server's."""
+    """Add the chain routes to ``app``; the backend starts before the server listens and stops after it."""
 
     async def start(app: Sanic) -> None:
         await backend.start()
@@ -109,12 +26,10 @@ def install_chain_routes(app: Sanic, backend: ChainBackend) -> None:
         await backend.stop()
 
     async def rpc(request: Request) -> HTTPResponse:
-        status, payload = await backend.rpc(request.body)
-        return json(payload, status=status)
+        return _response(await backend.rpc(request.body))
 
     async def contracts(request: Request) -> HTTPResponse:
-        status, payload = await backend.contracts()
-        return json(payload, status=status)
+        return _response(await backend.contracts())
 
     app.register_listener(start, "before_server_start")
     app.register_listener(stop, "after_server_stop")
