@@ -24,6 +24,7 @@ def run_offload(*args: str, cwd: Path | None = None) -> subprocess.CompletedProc
         ('[plugins.math]\npolicy = "fastest"\n', "unknown policy 'fastest'"),
         ('[plugins.math]\nservers = ["ftp://127.0.0.1"]\n', "must use http or https"),
         ("[gateway]\nport = 70000\n", "port must be an integer of at least 0 and at most 65535"),
+        ('[gateway]\nupstream_client = "curl"\n', 'upstream_client must be one of "native", "aiohttp"'),
         ('[plugins.math]\nprefix = "math"\n', "prefix must be '' or a path starting with /"),
     ],
 )

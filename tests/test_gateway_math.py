@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from conftest import EdgeFactory, GatewayFactory, servers_table
 
 
@@ -98,14 +100,21 @@ async def test_named_server_must_be_in_the_pool(edge: EdgeFactory, gateway: Gate
         assert "not in pool" in body["error"]
 
 
-async def test_edge_down_is_a_502_naming_it(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+# Both clients tasks can be sent with must fail the same way.
+UPSTREAM_CLIENTS = pytest.mark.parametrize("upstream_client", ["native", "aiohttp"])
+
+
+@UPSTREAM_CLIENTS
+async def test_edge_down_is_a_502_naming_it(edge: EdgeFactory, gateway: GatewayFactory, upstream_client: str) -> None:
     from offload.testing import bind_loopback
 
     # A port that was bound and released: nothing listens there.
     sock = bind_loopback()
     dead_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     sock.close()
-    gw = await gateway(math_config([{"name": "ghost", "url": dead_url}]))
+    config = math_config([{"name": "ghost", "url": dead_url}])
+    config["gateway"] = {"upstream_client": upstream_client}
+    gw = await gateway(config)
     status, body, response = await gw.get_json("/square/4", params={"server": "ghost"})
     assert status == 502
     assert body["server"] == "ghost" and "ghost" in body["error"] and "unreachable" in body["error"]
@@ -116,10 +125,13 @@ async def test_edge_down_is_a_502_naming_it(edge: EdgeFactory, gateway: GatewayF
     assert "ghost" in body["excluded"]
 
 
-async def test_edge_timeout_is_a_504_naming_it(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+@UPSTREAM_CLIENTS
+async def test_edge_timeout_is_a_504_naming_it(
+    edge: EdgeFactory, gateway: GatewayFactory, upstream_client: str
+) -> None:
     slow = await edge("slow", delay_ms=300)
     config = math_config(servers_table(("slow", slow)), timeout_s=0.1)
-    config["gateway"] = {"probe_timeout_s": 2.0}
+    config["gateway"] = {"probe_timeout_s": 2.0, "upstream_client": upstream_client}
     gw = await gateway(config)
     status, body, _ = await gw.get_json("/square/4")
     assert status == 504
@@ -158,10 +170,15 @@ async def test_pool_initialised_from_a_remote_list(edge: EdgeFactory, gateway: G
     assert sorted(listed) == sorted([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"])
 
 
-async def test_concurrent_requests_are_all_answered(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+@UPSTREAM_CLIENTS
+async def test_concurrent_requests_are_all_answered(
+    edge: EdgeFactory, gateway: GatewayFactory, upstream_client: str
+) -> None:
     local, near, far = await edge("local"), await edge("near", delay_ms=2), await edge("far", delay_ms=10)
     servers = servers_table(("local", local), ("near", near), ("far", far), local="local")
-    gw = await gateway(math_config(servers, expected_throughput=10))
+    config = math_config(servers, expected_throughput=10)
+    config["gateway"] = {"upstream_client": upstream_client}
+    gw = await gateway(config)
     results = await asyncio.gather(*(gw.get_json(f"/square/{i}") for i in range(60)))
     assert all(status == 200 for status, _, _ in results)
     assert [body["data"] for _, body, _ in results] == [f"{float(i) ** 2}" for i in range(60)]

@@ -21,6 +21,7 @@ import aiohttp
 from .addresses import host_port, normalize_url
 from .errors import OffloadError
 from .health import Prober, fetch_server_list, probe_all
+from .native_http import NativeHttpClient
 from .policies import BUILTIN_POLICIES, Policy, PolicyFactory
 from .registry import Pool, Registry, Server
 from .retry_budget import RetryBudget
@@ -30,11 +31,15 @@ from .settings import GatewaySettings, ServerSpec
 from .stats import LatencyWindow
 from .tasks import OffloadResult, Task
 from .throughput import CounterStorage, SlidingWindowCounter
+from .upstream import AiohttpUpstream, UpstreamClient
 
 __all__ = ["Engine", "OffloadResult", "PoolUpdate", "Task"]
 
 log = logging.getLogger("offload.engine")
 
+# Idle upstream connections are closed after this long, well before the edges' own
+# keep-alive timeout (Sanic's default is 120 s), so a reused connection is rarely a dead one.
+KEEPALIVE_S = 30.0
 # Hedging delay while a pool has no latency history yet.
 DEFAULT_HEDGE_DELAY_S = 0.05
 
@@ -90,6 +95,7 @@ class Engine:
         # Custom health probes by pool name (from plugins); others get the HTTP probe.
         self.probers: dict[str, Prober] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._client: UpstreamClient | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
     def configure_pool(self, pool: Pool) -> None:
@@ -121,9 +127,16 @@ class Engine:
             raise RuntimeError("engine is not started")
         return self._session
 
+    @property
+    def client(self) -> UpstreamClient:
+        """The client tasks are sent with (only between start and close)."""
+        if self._client is None:
+            raise RuntimeError("engine is not started")
+        return self._client
+
     async def start(self) -> None:
-        """Open the session, load remote server lists, probe once, then keep probing."""
-        connector = aiohttp.TCPConnector(limit=self.gateway.max_connections, keepalive_timeout=30)
+        """Open the session and the task client, load remote server lists, probe once, then keep probing."""
+        connector = aiohttp.TCPConnector(limit=self.gateway.max_connections, keepalive_timeout=KEEPALIVE_S)
         # No cookie jar (edges are not browsers' peers; a jar only costs time per request) and
         # no automatic decompression (edges answer uncompressed, and bodies are relayed as they are).
         self._session = aiohttp.ClientSession(
@@ -133,6 +146,11 @@ class Engine:
             # Fewer headers to build and send on every call; edges need none of them.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
+        fallback = AiohttpUpstream(self._session)
+        if self.gateway.upstream_client == "native":
+            self._client = NativeHttpClient(fallback, limit=self.gateway.max_connections, keepalive_s=KEEPALIVE_S)
+        else:
+            self._client = fallback
         for pool in self.registry.pools.values():
             if pool.config.servers_url:
                 await self.load_server_list(pool)
@@ -159,6 +177,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
             self._probe_task = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -345,7 +366,7 @@ class Engine:
         runtime = self.runtime[pool.name]
         if target.local:
             runtime.meter.record()
-        status, data, elapsed = await send_once(self.session, pool, target, task, remaining)
+        status, data, elapsed = await send_once(self.client, pool, target, task, remaining)
         runtime.latencies.add(elapsed)
         return status, data
 

@@ -12,12 +12,10 @@ import json
 import time
 from typing import Any
 
-import aiohttp
-
 from .errors import OffloadError
-from .health import describe_exception
 from .registry import Pool, Server
 from .tasks import Task
+from .upstream import UpstreamClient, UpstreamUnreachable
 
 # Bytes of an upstream's error body quoted back to the caller.
 ERROR_BODY_EXCERPT = 200
@@ -35,38 +33,27 @@ class AttemptFailed(OffloadError):
 
 
 async def send_once(
-    session: aiohttp.ClientSession, pool: Pool, target: Server, task: Task, timeout_s: float
+    client: UpstreamClient, pool: Pool, target: Server, task: Task, timeout_s: float
 ) -> tuple[int, Any, float]:
     """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`."""
-    where = f"server {target.name!r} ({target.url})"
     target.inflight += 1
     concurrency = target.inflight  # what this request shares the server with, itself included
     target.requests += 1
     target.breaker.on_dispatch()
     sent = time.perf_counter()
     try:
-        async with session.request(
-            task.method,
-            target.url + task.path,
-            params=task.params,
-            json=task.json,
-            data=task.body,
-            headers=task.headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as response:
-            body = await response.read()
-            status = response.status
-            is_json = response.content_type == "application/json"
+        reply = await client.request(target.url, task, timeout_s)
     except TimeoutError:
         reason = f"timed out after {seconds(timeout_s)} s"
         target.record_failure(reason, may_open=pool.may_eject_one_more())
+        where = f"server {target.name!r} ({target.url})"
         raise AttemptFailed(504, f"{where} did not answer within {seconds(timeout_s)} s", server=target.name) from None
-    except aiohttp.ClientError as exc:
-        reason = f"unreachable: {describe_exception(exc)}"
+    except UpstreamUnreachable as exc:
+        reason = f"unreachable: {exc}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
         target.record_failure(reason, may_open=pool.may_eject_one_more(), immediate=True)
-        failure = AttemptFailed(502, f"{where} is {reason}", server=target.name)
-        failure.never_arrived = isinstance(exc, aiohttp.ClientConnectorError)
+        failure = AttemptFailed(502, f"server {target.name!r} ({target.url}) is {reason}", server=target.name)
+        failure.never_arrived = exc.never_arrived
         raise failure from None
     except asyncio.CancelledError:
         # A hedge lost the race: not the server's fault, and its half-open trial is free again.
@@ -74,18 +61,19 @@ async def send_once(
         raise
     finally:
         target.inflight -= 1
+    status = reply.status
     elapsed = time.perf_counter() - sent
-    text = body.decode("utf-8", errors="replace")
+    text = reply.body.decode("utf-8", errors="replace")
     if status >= 500:
         target.record_failure(f"HTTP {status}", may_open=pool.may_eject_one_more())
         raise AttemptFailed(
             502,
-            f"{where} failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",
+            f"server {target.name!r} ({target.url}) failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",
             server=target.name,
             details={"upstream_status": status},
         )
     target.record_success(elapsed, concurrency)
-    return status, decode_body(text, is_json), elapsed
+    return status, decode_body(text, reply.content_type == "application/json"), elapsed
 
 
 def seconds(value: float) -> str:

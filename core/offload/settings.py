@@ -35,7 +35,10 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "probe_timeout_s": 1.0,
     "probe_path": "/health",
     "max_connections": 256,
+    "upstream_client": "native",
 }
+# The clients tasks can be sent with (see offload.upstream).
+UPSTREAM_CLIENTS = ("native", "aiohttp")
 
 POLICY_DEFAULT = "p2c_ewma"
 
@@ -74,6 +77,8 @@ class GatewaySettings:
     probe_timeout_s: float = GATEWAY_DEFAULTS["probe_timeout_s"]
     probe_path: str = GATEWAY_DEFAULTS["probe_path"]
     max_connections: int = GATEWAY_DEFAULTS["max_connections"]
+    # "native" (lean HTTP/1.1 keep-alive client; https goes through aiohttp) or "aiohttp" for every task.
+    upstream_client: str = GATEWAY_DEFAULTS["upstream_client"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,12 @@ class OptionReader:
         if not isinstance(value, str):
             raise self.fail(key, "a string")
         return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.table[key]
+        if value not in allowed:
+            raise self.fail(key, "one of " + ", ".join(f'"{option}"' for option in allowed))
+        return str(value)
 
     def integer(self, key: str, minimum: int = 0, maximum: int | None = None) -> int:
         value = self.table[key]
@@ -195,6 +206,7 @@ def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> Gateway
         probe_timeout_s=reader.positive_number("probe_timeout_s"),
         probe_path=probe_path,
         max_connections=reader.integer("max_connections", 1),
+        upstream_client=reader.choice("upstream_client", UPSTREAM_CLIENTS),
     )
 
 

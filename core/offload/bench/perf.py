@@ -3,7 +3,8 @@
 Three edges (no simulated delay) serve a near-zero-cost endpoint (``/hello``).
 Each contender is loaded at 1, 16 and 64 connections with the same tool:
 the edge directly, ``offload serve`` (default policy; then the original
-throughput rule; then two workers), and nginx (least_conn + keepalive over the
+throughput rule; then with aiohttp sending the tasks instead of the native
+client; then two workers), and nginx (least_conn + keepalive over the
 same edges) when it is installed.
 """
 
@@ -109,6 +110,10 @@ async def run_perf(options: PerfOptions) -> int:
                 "ours-rule", GatewayOptions(policy="p2c_ewma", consider_throughput=True, expected_throughput=25)
             )
             targets["ours (throughput rule)"] = rule + "/"
+            _, via_aiohttp = await topology.start_gateway(
+                "ours-aiohttp", GatewayOptions(policy="p2c_ewma", upstream_client="aiohttp")
+            )
+            targets["ours (aiohttp client)"] = via_aiohttp + "/"
             _, two = await start_gateway_with_workers(topology, 2)
             targets["ours --workers 2"] = two + "/"
             if nginx:

@@ -40,6 +40,7 @@ class GatewayOptions:
     probe_interval_s: float = 1.0
     eject_base_s: float = 5.0
     timeout_s: float = 5.0
+    upstream_client: str = "native"
 
 
 class Topology:
@@ -72,7 +73,8 @@ class Topology:
             for name, url in self.urls.items()
         )
         return (
-            f'[gateway]\nhost = "{HOST}"\nprobe_interval_s = {options.probe_interval_s}\n\n'
+            f'[gateway]\nhost = "{HOST}"\nprobe_interval_s = {options.probe_interval_s}\n'
+            f'upstream_client = "{options.upstream_client}"\n\n'
             "[plugins.math]\n"
             f'policy = "{options.policy}"\n'
             f"consider_throughput = {'true' if options.consider_throughput else 'false'}\n"

@@ -1,0 +1,93 @@
+"""How the engine talks HTTP to a server: one call in, one reply (or a typed failure) out.
+
+Two clients implement it: :class:`~offload.native_http.NativeHttpClient` (the
+default: a lean HTTP/1.1 keep-alive client for ``http://`` servers) and
+:class:`AiohttpUpstream` (the shared aiohttp session, for ``https://`` and for
+anyone who sets ``upstream_client = "aiohttp"``). Whichever is used, the engine
+sees the same :class:`UpstreamReply`, ``TimeoutError`` or :class:`UpstreamUnreachable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from .health import describe_exception
+from .tasks import Task
+
+__all__ = ["AiohttpUpstream", "UpstreamClient", "UpstreamReply", "UpstreamUnreachable"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """A server's whole answer: status, media type (lowercase, no parameters) and body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class UpstreamUnreachable(Exception):
+    """The server could not be reached or dropped the exchange before answering.
+
+    ``never_arrived`` is True when no connection could be opened at all, so the
+    request provably reached no server.
+    """
+
+    def __init__(self, message: str, *, never_arrived: bool = False) -> None:
+        super().__init__(message)
+        self.never_arrived = never_arrived
+
+
+class UpstreamClient(Protocol):
+    """What the engine needs from an HTTP client."""
+
+    async def request(self, base_url: str, task: Task, timeout_s: float) -> UpstreamReply:
+        """Send ``task`` to the server at ``base_url`` and read the whole reply within ``timeout_s``.
+
+        Raises ``TimeoutError`` when the deadline passes and :class:`UpstreamUnreachable`
+        when the server cannot be reached or drops the connection.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Close every connection."""
+        ...
+
+
+def media_type(value: str | None) -> str:
+    """``"application/json"`` from ``"Application/JSON; charset=utf-8"``; ``""`` for none."""
+    if not value:
+        return ""
+    return value.split(";", 1)[0].strip().lower()
+
+
+class AiohttpUpstream:
+    """The shared aiohttp session behind the :class:`UpstreamClient` interface (it does not own it)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def request(self, base_url: str, task: Task, timeout_s: float) -> UpstreamReply:
+        """See :meth:`UpstreamClient.request`."""
+        try:
+            async with self.session.request(
+                task.method,
+                base_url + task.path,
+                params=task.params,
+                json=task.json,
+                data=task.body,
+                headers=task.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as response:
+                content = await response.read()
+                return UpstreamReply(response.status, media_type(response.headers.get("Content-Type")), content)
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(
+                describe_exception(exc), never_arrived=isinstance(exc, aiohttp.ClientConnectorError)
+            ) from exc
+
+    async def close(self) -> None:
+        """Nothing to do: the session belongs to the engine."""

@@ -1,0 +1,289 @@
+"""The native upstream client against real servers on loopback: a Sanic app and raw asyncio servers
+that answer in the odd ways real servers do (chunked, close-delimited, dropping kept-alive connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, text
+from sanic.response import json as json_response
+
+from offload.native_http import NativeHttpClient
+from offload.pytest_plugin import ServerFactory
+from offload.tasks import Task
+from offload.testing import RunningServer
+from offload.upstream import AiohttpUpstream, UpstreamUnreachable
+
+TIMEOUT_S = 5.0
+# A raw server's per-connection handler: (reader, writer, connection number).
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+@pytest_asyncio.fixture
+async def client() -> AsyncIterator[NativeHttpClient]:
+    async with aiohttp.ClientSession() as session:
+        native = NativeHttpClient(AiohttpUpstream(session), limit=8)
+        yield native
+        await native.close()
+
+
+@pytest_asyncio.fixture
+async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Factory: ``base_url = await raw_server(handler)``; connections are numbered from 0."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> str:
+        count = 0
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal count
+            number, count = count, count + 1
+            try:
+                await handler(reader, writer, number)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(head, body) of one request; the body by Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(length)
+
+
+def echo_app() -> Sanic:
+    app = Sanic(f"echo_{id(object())}")
+
+    @app.route("/echo", methods=["GET", "POST", "PUT", "DELETE"])
+    async def echo(request: Request) -> HTTPResponse:
+        return json_response(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "body": request.body.decode(),
+                "content_type": request.headers.get("content-type"),
+                "custom": request.headers.get("x-custom"),
+                "peer_port": request.conn_info.client_port if request.conn_info else None,
+            }
+        )
+
+    @app.get("/stream")
+    async def stream(request: Request) -> None:
+        response = await request.respond(content_type="text/plain")
+        for part in ("one ", "two ", "three"):
+            await response.send(part)
+        await response.eof()
+
+    @app.route("/bye", methods=["GET", "HEAD"])
+    async def bye(request: Request) -> HTTPResponse:
+        return text("bye", headers={"Connection": "close"})
+
+    @app.get("/fail")
+    async def fail(request: Request) -> HTTPResponse:
+        return text("broken", status=503)
+
+    return app
+
+
+@pytest_asyncio.fixture
+async def echo(test_server: ServerFactory) -> RunningServer:
+    return await test_server(echo_app())
+
+
+async def get_json(client: NativeHttpClient, base: str, task: Task) -> dict[str, Any]:
+    reply = await client.request(base, task, TIMEOUT_S)
+    assert reply.status == 200 and reply.content_type == "application/json"
+    return json.loads(reply.body)
+
+
+async def test_get_and_post_round_trip_with_params_json_and_headers(
+    client: NativeHttpClient, echo: RunningServer
+) -> None:
+    got = await get_json(client, echo.url, Task("/echo", params={"a": "1 2", "b": "x&y"}, headers={"X-Custom": "yes"}))
+    assert got["method"] == "GET" and got["path"] == "/echo" and got["custom"] == "yes"
+    assert got["query"] == "a=1+2&b=x%26y"
+    posted = await client.request(echo.url, Task("/echo", method="POST", json={"n": [1, 2]}), TIMEOUT_S)
+    answer = json.loads(posted.body)
+    assert answer["method"] == "POST" and json.loads(answer["body"]) == {"n": [1, 2]}
+    assert answer["content_type"] == "application/json"
+    put = Task("/echo", method="PUT", body=b"\x00raw", headers={"Content-Type": "application/x-thing"})
+    raw = await client.request(echo.url, put, TIMEOUT_S)
+    assert json.loads(raw.body)["content_type"] == "application/x-thing"
+
+
+async def test_connections_are_kept_alive_and_reused(client: NativeHttpClient, echo: RunningServer) -> None:
+    ports = {(await get_json(client, echo.url, Task("/echo")))["peer_port"] for _ in range(5)}
+    assert len(ports) == 1
+
+
+async def test_connection_close_is_honoured(client: NativeHttpClient, echo: RunningServer) -> None:
+    first = await client.request(echo.url, Task("/bye"), TIMEOUT_S)
+    assert first.body == b"bye"
+    # The next request may not ride on the connection the server said it would close.
+    ports = {(await get_json(client, echo.url, Task("/echo")))["peer_port"] for _ in range(2)}
+    assert len(ports) == 1
+    assert all(not exchange.closed for idle in client._idle.values() for exchange in idle)
+
+
+async def test_chunked_bodies_and_error_statuses_are_read_whole(client: NativeHttpClient, echo: RunningServer) -> None:
+    streamed = await client.request(echo.url, Task("/stream"), TIMEOUT_S)
+    assert (streamed.status, streamed.content_type, streamed.body) == (200, "text/plain", b"one two three")
+    failed = await client.request(echo.url, Task("/fail"), TIMEOUT_S)
+    assert (failed.status, failed.body) == (503, b"broken")
+
+
+async def test_a_body_delimited_by_the_connection_end_is_complete(client: NativeHttpClient, raw_server) -> None:
+    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        await writer.drain()
+
+    base = await raw_server(http10)
+    reply = await client.request(base, Task("/"), TIMEOUT_S)
+    assert reply.body == b"until the end"
+
+
+async def test_interim_answers_are_skipped(client: NativeHttpClient, raw_server) -> None:
+    async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nfinal")
+        await writer.drain()
+
+    reply = await client.request(await raw_server(early_hints), Task("/"), TIMEOUT_S)
+    assert (reply.status, reply.body) == (200, b"final")
+
+
+def kept_alive_then_dropped(seen: list[bytes]) -> Handler:
+    """Answers the first request on connection 0 with keep-alive, then drops the next one unanswered."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        while True:
+            try:
+                head, _ = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            seen.append(head.split(b"\r\n", 1)[0])
+            if number == 0 and len(seen) > 1:
+                return  # the kept-alive connection dies just as the request arrives
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+            await writer.drain()
+
+    return handler
+
+
+async def test_a_dropped_kept_alive_connection_is_retried_once_for_idempotent_methods(
+    client: NativeHttpClient, raw_server
+) -> None:
+    seen: list[bytes] = []
+    base = await raw_server(kept_alive_then_dropped(seen))
+    assert (await client.request(base, Task("/a"), TIMEOUT_S)).body == b"ok"
+    assert (await client.request(base, Task("/b"), TIMEOUT_S)).body == b"ok"
+    assert seen == [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1", b"GET /b HTTP/1.1"]
+
+
+async def test_a_dropped_kept_alive_connection_is_not_retried_for_a_post(client: NativeHttpClient, raw_server) -> None:
+    seen: list[bytes] = []
+    base = await raw_server(kept_alive_then_dropped(seen))
+    await client.request(base, Task("/a", method="POST", body=b"1"), TIMEOUT_S)
+    with pytest.raises(UpstreamUnreachable, match="closed the connection before answering") as caught:
+        await client.request(base, Task("/b", method="POST", body=b"2"), TIMEOUT_S)
+    assert caught.value.never_arrived is False
+    assert seen == [b"POST /a HTTP/1.1", b"POST /b HTTP/1.1"]
+
+
+async def test_a_refused_connection_never_arrived(client: NativeHttpClient) -> None:
+    # A port nobody serves: bind a listener to get a free one, then close it.
+    probe = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    free = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    with pytest.raises(UpstreamUnreachable, match="cannot connect") as caught:
+        await client.request(f"http://127.0.0.1:{free}", Task("/"), TIMEOUT_S)
+    assert caught.value.never_arrived is True
+
+
+async def test_a_silent_server_times_out_and_its_connection_is_dropped(client: NativeHttpClient, raw_server) -> None:
+    release = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        await release.wait()
+
+    base = await raw_server(silent)
+    try:
+        with pytest.raises(TimeoutError):
+            await client.request(base, Task("/"), 0.2)
+        assert not any(client._idle.values())
+        assert not client._busy
+    finally:
+        release.set()
+
+
+async def test_busy_connections_are_capped_at_the_limit(raw_server) -> None:
+    active = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        nonlocal active, peak
+        while True:
+            try:
+                await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            active += 1
+            peak = max(peak, active)
+            if active >= 2:
+                gate.set()
+            await gate.wait()
+            active -= 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    base = await raw_server(slow)
+    async with aiohttp.ClientSession() as session:
+        native = NativeHttpClient(AiohttpUpstream(session), limit=2)
+        replies = await asyncio.gather(*(native.request(base, Task("/"), TIMEOUT_S) for _ in range(6)))
+        await native.close()
+    assert [reply.status for reply in replies] == [200] * 6
+    assert peak == 2
+
+
+async def test_header_injection_is_refused(client: NativeHttpClient, echo: RunningServer) -> None:
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        await client.request(echo.url, Task("/echo", headers={"X-Evil": "a\r\nHost: elsewhere"}), TIMEOUT_S)
+
+
+async def test_unsafe_path_characters_are_percent_encoded(client: NativeHttpClient, raw_server) -> None:
+    seen: list[bytes] = []
+    base = await raw_server(kept_alive_then_dropped(seen))
+    await client.request(base, Task("/a b/ü?x=1"), TIMEOUT_S)
+    assert seen == [b"GET /a%20b/%C3%BC?x=1 HTTP/1.1"]
+
+
+async def test_head_requests_go_to_the_aiohttp_fallback(client: NativeHttpClient, echo: RunningServer) -> None:
+    reply = await client.request(echo.url, Task("/bye", method="HEAD"), TIMEOUT_S)
+    assert (reply.status, reply.body) == (200, b"")
+    assert not client._idle  # the native client never opened a connection for it
