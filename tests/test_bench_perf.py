@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin
-from offload.bench.perf import nginx_config, summarize
+from offload.bench.cpu import group_cpu_seconds
+from offload.bench.perf import median_run, nginx_config, summarize
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8899/
   2 threads and 16 connections
@@ -53,3 +57,38 @@ async def test_builtin_generator_measures_a_real_server(edge) -> None:
     result = await run_builtin(server.make_url("/hello"), connections=4, duration_s=0.3)
     assert result.tool == "builtin" and result.requests > 10 and result.errors == 0
     assert 0 < result.p50_ms <= result.p99_ms
+
+
+def test_median_run_takes_medians_and_sums_counts() -> None:
+    runs = [
+        LoadResult("wrk", 16, 100, 7000, 2.0, 5.0, 1, 120.0),
+        LoadResult("wrk", 16, 90, 6000, 2.5, 9.0, 0, 140.0),
+        LoadResult("wrk", 16, 110, 8000, 1.5, 4.0, 2, None),
+    ]
+    assert median_run(runs) == LoadResult("wrk", 16, 300, 7000, 2.0, 5.0, 3, 130.0)
+
+
+def test_group_cpu_seconds_counts_every_process_of_the_group() -> None:
+    # A child in a session of its own burns CPU, says so, then waits for us to close its stdin.
+    burn = (
+        "import sys, time\n"
+        "end = time.process_time() + 0.3\n"
+        "while time.process_time() < end: pass\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "done"
+        assert group_cpu_seconds(child.pid) >= 0.25
+        assert group_cpu_seconds(child.pid + 10_000_000) == 0  # no such group
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)

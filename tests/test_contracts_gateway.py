@@ -167,6 +167,19 @@ async def test_rpc_pass_through_with_allowlist(chain_gateway: Gateway) -> None:
         assert reply.status == 400 and (await reply.json())["error"]["code"] == -32700
 
 
+async def test_deeply_nested_bodies_are_refused_not_fatal(chain_gateway: Gateway) -> None:
+    # Parsed naively, this overflows the C stack once web3 has raised the recursion limit.
+    deep = b"[" * 300_000 + b"]" * 300_000
+    async with chain_gateway.client.post("/contracts/rpc", data=deep) as reply:
+        assert reply.status == 400 and (await reply.json())["error"]["code"] == -32700
+    async with chain_gateway.client.post("/contracts/Counter/incrementBy", data=deep) as reply:
+        assert reply.status == 400
+    status, answer = await post_json(
+        chain_gateway, "/contracts/rpc", {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+    )
+    assert status == 200 and answer["result"].startswith("0x")
+
+
 async def test_rpc_allow_enables_more_methods(edge: EdgeFactory, gateway: GatewayFactory) -> None:
     origin = await edge("origin", chain=True)
     gw = await gateway(contracts_document([{"name": "origin", "url": origin.url}], rpc_allow=["eth_accounts"]))

@@ -111,7 +111,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.suite == "perf":
             from .bench.perf import PerfOptions, run_perf
 
-            return asyncio.run(run_perf(PerfOptions(duration_s=args.duration, soak=args.soak, json=args.json)))
+            options = PerfOptions(duration_s=args.duration, rounds=args.rounds, soak=args.soak, json=args.json)
+            return asyncio.run(run_perf(options))
         from .bench.runner import BenchOptions, run_bench
 
         return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
@@ -159,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
-    bench.add_argument("--duration", type=float, default=4.0, help="perf: seconds per load run (default: 4)")
+    bench.add_argument("--duration", type=float, default=2.0, help="perf: seconds per load run (default: 2)")
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="perf: interleaved rounds; figures are their median (default: 3)"
+    )
     bench.add_argument("--soak", action="store_true", help="perf: also gateway RSS over 1,000,000 requests")
     bench.add_argument("--out", default="bench/out", help="directory for the PNG plots (default: %(default)s)")
     bench.add_argument("--seed", type=int, default=7, help="seed for the load's random gaps (default: %(default)s)")

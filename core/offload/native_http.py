@@ -139,16 +139,20 @@ class _Exchange(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(error)
 
-    async def exchange(self, request: bytes) -> UpstreamReply:
-        """Write ``request`` and wait for its whole response."""
+    async def exchange(self, request: bytes, deadline: float) -> UpstreamReply:
+        """Write ``request`` and wait for its whole response until ``deadline`` (event-loop time)."""
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             raise UpstreamUnreachable("ServerDisconnected: connection closed before the request was sent")
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
+        # One timer handle instead of an asyncio.timeout() context: this is the hot path.
+        timer = loop.call_at(deadline, self._fail, TimeoutError())
         transport.write(request)
         try:
-            return await self.waiter
+            return await waiter
         finally:
+            timer.cancel()
             self._reset()
 
     def close(self) -> None:
@@ -195,23 +199,31 @@ class NativeHttpClient:
         if origin is None or method == "HEAD":
             return await self.fallback.request(base_url, task, timeout_s)
         message = build_request(method, origin, task)
-        async with asyncio.timeout(timeout_s), self._slots:
-            exchange, reused = await self._acquire(origin)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        if self._slots.locked():
+            # Only a request that finds every connection busy waits for one, and not past its deadline.
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
+        try:
+            exchange, reused = await self._acquire(origin, deadline)
             try:
-                reply = await self._send(exchange, message)
+                return await self._send(exchange, message, deadline)
             except UpstreamUnreachable:
                 # A kept-alive connection the server had already given up on: nothing reached it,
                 # so an idempotent request goes once more on a fresh connection (as browsers do).
                 if not (reused and not exchange.received_any and method in IDEMPOTENT_METHODS):
                     raise
-                exchange, _ = await self._acquire(origin, fresh=True)
-                reply = await self._send(exchange, message)
-        return reply
+                exchange, _ = await self._acquire(origin, deadline, fresh=True)
+                return await self._send(exchange, message, deadline)
+        finally:
+            self._slots.release()
 
-    async def _send(self, exchange: _Exchange, message: bytes) -> UpstreamReply:
+    async def _send(self, exchange: _Exchange, message: bytes, deadline: float) -> UpstreamReply:
         self._busy.add(exchange)
         try:
-            reply = await exchange.exchange(message)
+            reply = await exchange.exchange(message, deadline)
         except BaseException:
             # Timed out, cancelled or broken: the stream's state is unknown, so it is never reused.
             exchange.close()
@@ -227,7 +239,7 @@ class NativeHttpClient:
                 exchange.close()
         return reply
 
-    async def _acquire(self, origin: Origin, *, fresh: bool = False) -> tuple[_Exchange, bool]:
+    async def _acquire(self, origin: Origin, deadline: float, *, fresh: bool = False) -> tuple[_Exchange, bool]:
         """An idle connection to ``origin`` (most recently used first), else a new one; and whether it was reused."""
         idle = self._idle.get(origin)
         if idle and not fresh:
@@ -239,7 +251,10 @@ class NativeHttpClient:
                 exchange.close()
         loop = asyncio.get_running_loop()
         try:
-            _, exchange = await loop.create_connection(lambda: _Exchange(origin), origin.host, origin.port)
+            async with asyncio.timeout_at(deadline):
+                _, exchange = await loop.create_connection(lambda: _Exchange(origin), origin.host, origin.port)
+        except TimeoutError:
+            raise  # the request's deadline (TimeoutError is an OSError too)
         except OSError as exc:
             raise UpstreamUnreachable(
                 f"ClientConnectorError: cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}",

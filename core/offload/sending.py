@@ -8,10 +8,10 @@ elsewhere could help.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
+from . import safe_json
 from .errors import OffloadError
 from .registry import Pool, Server
 from .tasks import Task
@@ -85,7 +85,7 @@ def decode_body(text: str, is_json: bool) -> Any:
     """JSON bodies become values; everything else stays text, as the original returned it."""
     if is_json:
         try:
-            return json.loads(text)
+            return safe_json.loads(text)
         except ValueError:
             return text
     return text

@@ -29,6 +29,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU time the contender's processes spent per request (µs), when known.
+    cpu_us: float | None = None
 
 
 def wrk_available() -> bool:

@@ -11,16 +11,18 @@ same edges) when it is installed.
 from __future__ import annotations
 
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..demo import free_port
 from ..processes import ManagedProcess, ProcessGroup, StartupError
 from .closed_loop import LoadResult, measure, wrk_available
+from .cpu import group_cpu_seconds, rss_kb
 from .topology import HOST, EdgeSpec, GatewayOptions, Topology
 
 CONNECTIONS = (1, 16, 64)
@@ -30,7 +32,8 @@ SOAK_REQUESTS = 1_000_000
 
 @dataclass(frozen=True)
 class PerfOptions:
-    duration_s: float = 4.0
+    duration_s: float = 2.0
+    rounds: int = 3
     soak: bool = False
     json: bool = False
 
@@ -69,14 +72,6 @@ http {{
     return path
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 async def start_gateway_with_workers(topology: Topology, workers: int) -> tuple[ManagedProcess, str]:
     config = topology.workdir / f"workers{workers}.toml"
     config.write_text(topology.gateway_config(GatewayOptions(policy="p2c_ewma")))
@@ -91,44 +86,106 @@ async def start_gateway_with_workers(topology: Topology, workers: int) -> tuple[
     return process, url
 
 
+@dataclass(frozen=True)
+class Contender:
+    """One thing to load: its URL and the process group whose CPU time it costs (None: not counted)."""
+
+    name: str
+    url: str
+    pgid: int | None = None
+
+
+def process_group(process: ManagedProcess) -> int:
+    """The group a started process leads (ProcessGroup starts each in a session of its own)."""
+    assert process.pid is not None
+    return process.pid
+
+
+async def start_contenders(topology: Topology, workdir: Path, nginx: str | None) -> list[Contender]:
+    """The edges, then every gateway variant and nginx in front of them."""
+    await topology.start_edges(EDGES)
+    contenders = [Contender("direct", topology.urls["edge1"] + "/hello")]
+    variants = {
+        "ours": GatewayOptions(policy="p2c_ewma"),
+        "ours (throughput rule)": GatewayOptions(policy="p2c_ewma", consider_throughput=True, expected_throughput=25),
+        "ours (aiohttp client)": GatewayOptions(policy="p2c_ewma", upstream_client="aiohttp"),
+    }
+    for index, (name, options) in enumerate(variants.items()):
+        process, url = await topology.start_gateway(f"gateway{index}", options)
+        contenders.append(Contender(name, url + "/", process_group(process)))
+    process, url = await start_gateway_with_workers(topology, 2)
+    contenders.append(Contender("ours --workers 2", url + "/", process_group(process)))
+    if nginx:
+        port = free_port()
+        config = nginx_config(workdir / "nginx", port, list(topology.urls.values()))
+        argv = [nginx, "-p", str(workdir / "nginx"), "-c", str(config), "-g", "daemon off;"]
+        process = topology.group.start("nginx", argv, f"http://{HOST}:{port}/")
+        await topology.group.wait_healthy(process)
+        contenders.append(Contender("nginx", f"http://{HOST}:{port}/", process_group(process)))
+    return contenders
+
+
+async def measure_one(contender: Contender, connections: int, duration_s: float) -> LoadResult:
+    """One load run, with the contender's CPU time per request when its processes are known."""
+    before = group_cpu_seconds(contender.pgid) if contender.pgid else 0.0
+    result = await measure(contender.url, connections, duration_s)
+    if contender.pgid is None or not result.requests:
+        return result
+    spent = group_cpu_seconds(contender.pgid) - before
+    return replace(result, cpu_us=round(spent / result.requests * 1e6, 1))
+
+
+async def measure_rounds(contenders: list[Contender], rounds: int, duration_s: float) -> dict[str, list[LoadResult]]:
+    """Every contender at every connection count, interleaved over ``rounds``; the median run of each.
+
+    Interleaving (and rotating who goes first) spreads the machine's slow moments
+    over all contenders instead of handing them to whoever ran at the time.
+    """
+    runs: dict[tuple[str, int], list[LoadResult]] = {}
+    for round_index in range(rounds):
+        shift = round_index % len(contenders)
+        order = contenders[shift:] + contenders[:shift]
+        for connections in CONNECTIONS:
+            for contender in order:
+                print(f"\r  round {round_index + 1}/{rounds}: {contender.name:<24} {connections:>2} connections ...",
+                      end="", file=sys.stderr)  # fmt: skip
+                result = await measure_one(contender, connections, duration_s)
+                runs.setdefault((contender.name, connections), []).append(result)
+    return {
+        contender.name: [median_run(runs[(contender.name, connections)]) for connections in CONNECTIONS]
+        for contender in contenders
+    }
+
+
+def median_run(results: list[LoadResult]) -> LoadResult:
+    """The per-figure median of repeated runs; requests and errors are summed."""
+    cpu = [r.cpu_us for r in results if r.cpu_us is not None]
+    return replace(
+        results[0],
+        requests=sum(r.requests for r in results),
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
+        cpu_us=statistics.median(cpu) if cpu else None,
+    )
+
+
 async def run_perf(options: PerfOptions) -> int:
     tool = "wrk" if wrk_available() else "built-in asyncio generator (install wrk for sharper figures)"
     nginx = shutil.which("nginx")
     print(f"offload bench perf: load by {tool}; nginx: {nginx or 'not installed (apt-get install nginx-light)'}",
           file=sys.stderr)  # fmt: skip
-    results: dict[str, list[LoadResult]] = {}
     soak: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="offload-perf-") as workdir:
         group = ProcessGroup(Path(workdir))
         topology = Topology(group, Path(workdir))
         try:
-            await topology.start_edges(EDGES)
-            targets: dict[str, str] = {"direct": topology.urls["edge1"] + "/hello"}
-            _, ours = await topology.start_gateway("ours", GatewayOptions(policy="p2c_ewma"))
-            targets["ours"] = ours + "/"
-            _, rule = await topology.start_gateway(
-                "ours-rule", GatewayOptions(policy="p2c_ewma", consider_throughput=True, expected_throughput=25)
-            )
-            targets["ours (throughput rule)"] = rule + "/"
-            _, via_aiohttp = await topology.start_gateway(
-                "ours-aiohttp", GatewayOptions(policy="p2c_ewma", upstream_client="aiohttp")
-            )
-            targets["ours (aiohttp client)"] = via_aiohttp + "/"
-            _, two = await start_gateway_with_workers(topology, 2)
-            targets["ours --workers 2"] = two + "/"
-            if nginx:
-                port = free_port()
-                config = nginx_config(Path(workdir) / "nginx", port, list(topology.urls.values()))
-                argv = [nginx, "-p", str(Path(workdir) / "nginx"), "-c", str(config), "-g", "daemon off;"]
-                await group.wait_healthy(group.start("nginx", argv, f"http://{HOST}:{port}/"))
-                targets["nginx"] = f"http://{HOST}:{port}/"
-            for name, url in targets.items():
-                results[name] = []
-                for connections in CONNECTIONS:
-                    print(f"\r  {name:<24} {connections:>2} connections ...", end="", file=sys.stderr)
-                    results[name].append(await measure(url, connections, options.duration_s))
+            contenders = await start_contenders(topology, Path(workdir), nginx)
+            results = await measure_rounds(contenders, options.rounds, options.duration_s)
             if options.soak:
-                soak = await run_soak(group, targets["ours"])
+                ours = next(contender for contender in contenders if contender.name == "ours")
+                soak = await run_soak(ours)
         except StartupError as exc:
             print(f"\noffload bench perf: {exc}", file=sys.stderr)
             return 2
@@ -136,6 +193,7 @@ async def run_perf(options: PerfOptions) -> int:
             group.stop_all()
     print(file=sys.stderr)
     figures = summarize(results, soak, tool)
+    figures["rounds"], figures["duration_s"] = options.rounds, options.duration_s
     if options.json:
         import json
 
@@ -145,18 +203,17 @@ async def run_perf(options: PerfOptions) -> int:
     return 0 if all(goal["met"] for goal in figures["goals"]) else 1
 
 
-async def run_soak(group: ProcessGroup, url: str) -> dict[str, Any]:
+async def run_soak(gateway: Contender) -> dict[str, Any]:
     """RSS of the gateway before and after a million requests."""
-    gateway = next(process for process in group.processes if process.name == "gateway-ours")
-    assert gateway.pid is not None
-    await measure(url, 16, 2.0)  # warm up: caches, pools, lazily built routes
-    before = rss_kb(gateway.pid)
+    assert gateway.pgid is not None
+    await measure(gateway.url, 16, 2.0)  # warm up: caches, pools, lazily built routes
+    before = rss_kb(gateway.pgid)
     sent = 0
     started = time.perf_counter()
     while sent < SOAK_REQUESTS:
         print(f"\r  soak: {sent:>9,} / {SOAK_REQUESTS:,} requests ...", end="", file=sys.stderr)
-        sent += (await measure(url, 64, 10.0)).requests
-    after = rss_kb(gateway.pid)
+        sent += (await measure(gateway.url, 64, 10.0)).requests
+    after = rss_kb(gateway.pgid)
     return {
         "requests": sent,
         "seconds": round(time.perf_counter() - started, 1),
@@ -201,18 +258,23 @@ def summarize(results: dict[str, list[LoadResult]], soak: dict[str, Any], tool: 
 
 
 def render(figures: dict[str, Any]) -> str:
-    lines = [f"Gateway cost, near-zero-cost upstream (GET /hello on the edges); load by {figures['tool']}", ""]
+    lines = [f"Gateway cost, near-zero-cost upstream (GET /hello on the edges); load by {figures['tool']}"]
+    if "rounds" in figures:
+        lines.append(f"median of {figures['rounds']} interleaved runs of {figures['duration_s']:g} s each; "
+                     "cpu = the contender's own CPU time per request")  # fmt: skip
+    lines.append("")
     lines.append(f"{'contender':<24} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-                 f"{'vs direct':>9} {'vs nginx':>8}")  # fmt: skip
+                 f"{'cpu µs':>7} {'vs direct':>9} {'vs nginx':>8}")  # fmt: skip
     by_name = figures["results"]
     for name, runs in by_name.items():
         for run in runs:
             direct = next(r for r in by_name["direct"] if r["connections"] == run["connections"])
             nginx = next((r for r in by_name.get("nginx", []) if r["connections"] == run["connections"]), None)
             versus_nginx = f"{run['rps'] / nginx['rps']:.2f}x" if nginx else "-"
+            cpu = f"{run['cpu_us']:.0f}" if run.get("cpu_us") is not None else "-"
             lines.append(
                 f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
-                f"{run['errors']:>6} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}"
+                f"{run['errors']:>6} {cpu:>7} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}"
             )
     if figures["soak"]:
         soak = figures["soak"]

@@ -6,14 +6,13 @@ the request without reading the contract.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
-from offload import OffloadError
+from offload import OffloadError, safe_json
 
 _ARRAY = re.compile(r"^(?P<inner>.+)\[(?P<size>\d*)\]$")
 _INTEGER = re.compile(r"^(?P<sign>u?)int(?P<bits>\d*)$")
@@ -34,7 +33,7 @@ def coerce(abi_type: str, value: Any) -> Any:
     """Convert one value (a string from a URL, or a JSON value) to what web3 expects for ``abi_type``."""
     array = _ARRAY.match(abi_type)
     if array:
-        items = json.loads(value) if isinstance(value, str) else value
+        items = safe_json.loads(value) if isinstance(value, str) else value
         if not isinstance(items, list):
             raise ArgumentError("a JSON array")
         if array["size"] and len(items) != int(array["size"]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ import aiohttp
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import ConfigError, OffloadError, OffloadResult, hookimpl
+from offload import ConfigError, OffloadError, OffloadResult, hookimpl, safe_json
 from offload.context import PluginContext
 from offload.health import ProbeResult, describe_exception
 from offload.registry import Server
@@ -180,7 +179,7 @@ class ContractRoutes:
         if len(raw_args) == 1 and len(inputs) > 1:
             # One arg holding a JSON array stands for all of them, as a single string did in the original.
             try:
-                unpacked = json.loads(raw_args[0])
+                unpacked = safe_json.loads(raw_args[0])
             except ValueError:
                 unpacked = None
             if isinstance(unpacked, list):
@@ -212,7 +211,7 @@ class ContractRoutes:
         spec = self.contract(contract)
         function_abi = self.function(spec, method)
         try:
-            body = json.loads(request.body or b"{}")
+            body = safe_json.loads(request.body or b"{}")
         except ValueError:
             raise OffloadError(400, 'the body must be JSON: {"args": [...]} or {"param": value}') from None
         if isinstance(body, list):

@@ -11,7 +11,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from offload import OffloadError
+from offload import OffloadError, safe_json
 
 from .rpc import RAW_TRANSACTION_METHOD, READ_METHODS, RpcSender
 from .service import ContractService
@@ -60,7 +60,7 @@ class RpcProxy:
     async def handle(self, body: bytes) -> tuple[int, Any]:
         """(HTTP status, JSON-RPC response) for a request body."""
         try:
-            parsed = json.loads(body)
+            parsed = safe_json.loads(body)
         except ValueError:
             return 400, rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON")
         if isinstance(parsed, list):
