@@ -13,13 +13,19 @@ from .throughput import SlidingWindowCounter
 def eligible(pool: Pool, exclude: Collection[str] = ()) -> tuple[list[Server], dict[str, str]]:
     """Servers that may take a task now, and why each other one may not."""
     excluded: dict[str, str] = {}
-    best_height = max((s.height for s in pool.servers if s.available and s.height is not None), default=None)
+    max_lag = pool.config.max_lag
+    # Only pools that care about block lag pay for finding the best height (this runs on every task).
+    best_height = (
+        max((s.height for s in pool.servers if s.available and s.height is not None), default=None)
+        if max_lag
+        else None
+    )
     servers = []
     for server in pool.servers:
         reason = "failed this request already" if server.name in exclude else server.exclusion()
-        if reason is None and pool.config.max_lag and best_height is not None and server.height is not None:
+        if reason is None and best_height is not None and server.height is not None:
             behind = best_height - server.height
-            if behind > pool.config.max_lag:
+            if behind > max_lag:
                 reason = f"lagging {behind} behind the best known height {best_height}"
         if reason is None:
             servers.append(server)
