@@ -287,3 +287,19 @@ async def test_head_requests_go_to_the_aiohttp_fallback(client: NativeHttpClient
     reply = await client.request(echo.url, Task("/bye", method="HEAD"), TIMEOUT_S)
     assert (reply.status, reply.body) == (200, b"")
     assert not client._idle  # the native client never opened a connection for it
+
+
+async def test_idle_connections_are_pruned_after_their_keepalive(echo: RunningServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        lasting = NativeHttpClient(AiohttpUpstream(session), keepalive_s=30.0)
+        expiring = NativeHttpClient(AiohttpUpstream(session), keepalive_s=0.0)
+        for native in (lasting, expiring):
+            await native.request(echo.url, Task("/echo"), TIMEOUT_S)
+        assert lasting.prune_idle() == 0 and sum(map(len, lasting._idle.values())) == 1
+        assert expiring.prune_idle() == 1 and not expiring._idle
+        # An expired connection is never reused: the next request opens a new one.
+        first = await get_json(expiring, echo.url, Task("/echo"))
+        second = await get_json(expiring, echo.url, Task("/echo"))
+        assert first["peer_port"] != second["peer_port"]
+        for native in (lasting, expiring):
+            await native.close()

@@ -204,6 +204,8 @@ class Engine:
                 await self.probe_now()
             except Exception:  # a probe round must never kill the loop
                 log.exception("health probe round failed")
+            # Idle upstream connections do not outlive their keep-alive time (nor their server's removal).
+            self.client.prune_idle()
 
     # -- deciding ----------------------------------------------------------------------------
 

@@ -262,6 +262,25 @@ class NativeHttpClient:
             ) from exc
         return exchange, False
 
+    def prune_idle(self) -> int:
+        """Close idle connections unused for ``keepalive_s`` (also those of servers no longer in any pool).
+
+        Returns how many were closed. The engine calls it after every probe round.
+        """
+        oldest_allowed = time.monotonic() - self.keepalive_s
+        closed = 0
+        for origin, idle in list(self._idle.items()):
+            keep = [exchange for exchange in idle if not exchange.closed and exchange.idle_since >= oldest_allowed]
+            for exchange in idle:
+                if exchange not in keep:
+                    exchange.close()
+                    closed += 1
+            if keep:
+                self._idle[origin] = keep
+            else:
+                del self._idle[origin]
+        return closed
+
     async def close(self) -> None:
         """Close every idle and busy connection."""
         for idle in self._idle.values():

@@ -112,7 +112,11 @@ class P2CEwmaPolicy:
             second = others[self.rng.randrange(len(others))]
         else:
             first, second = self.rng.sample(list(candidates), 2)
-        winner = first if first.load_key() <= second.load_key() else second
+        first_load, second_load = first.load(), second.load()
+        if first_load != second_load:
+            winner = first if first_load < second_load else second
+        else:  # ties (unproven servers both at infinity) are settled by the full key
+            winner = first if first.load_key() <= second.load_key() else second
         self.remembered = winner
         return winner
 

@@ -63,6 +63,8 @@ class Server:
     @property
     def awaiting_trial(self) -> bool:
         """Half-open with its one trial request not yet sent."""
+        if self.breaker.state == CLOSED:  # the usual case, and time cannot change it
+            return False
         return self.probe_ok is not False and self.breaker.refresh() == HALF_OPEN and self.breaker.allows()
 
     def load(self) -> float:
@@ -85,6 +87,8 @@ class Server:
         """Why this server may not take a request now, or None."""
         if self.probe_ok is False:
             return self.probe_error or "probe failing"
+        if self.breaker.state == CLOSED:  # checked on every task: skip the description when closed
+            return None
         return self.breaker.describe() or None
 
     def record_latency(self, seconds: float, concurrency: int = 1, *, from_request: bool = True) -> None:

@@ -52,6 +52,10 @@ class UpstreamClient(Protocol):
         """
         ...
 
+    def prune_idle(self) -> int:
+        """Close connections idle for too long; returns how many."""
+        ...
+
     async def close(self) -> None:
         """Close every connection."""
         ...
@@ -88,6 +92,10 @@ class AiohttpUpstream:
             raise UpstreamUnreachable(
                 describe_exception(exc), never_arrived=isinstance(exc, aiohttp.ClientConnectorError)
             ) from exc
+
+    def prune_idle(self) -> int:
+        """Nothing to do: aiohttp's connector expires idle connections itself."""
+        return 0
 
     async def close(self) -> None:
         """Nothing to do: the session belongs to the engine."""
