@@ -15,7 +15,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 
-from offload.native_http import NativeHttpClient
+from offload.native_http import PLAIN_MESSAGES_KEPT, NativeHttpClient
 from offload.pytest_plugin import ServerFactory
 from offload.tasks import Task
 from offload.testing import RunningServer
@@ -303,3 +303,16 @@ async def test_idle_connections_are_pruned_after_their_keepalive(echo: RunningSe
         assert first["peer_port"] != second["peer_port"]
         for native in (lasting, expiring):
             await native.close()
+
+
+async def test_plain_request_bytes_are_built_once_and_kept_bounded(client: NativeHttpClient) -> None:
+    origin = client._origin("http://127.0.0.1:9")
+    assert origin is not None
+    first = client._message("GET", origin, Task("/square/2"))
+    assert first == b"GET /square/2 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n"
+    assert client._message("GET", origin, Task("/square/2")) is first
+    with_header = Task("/square/2", headers={"X-Trace": "1"})
+    assert b"X-Trace: 1" in client._message("GET", origin, with_header)
+    for number in range(PLAIN_MESSAGES_KEPT + 10):
+        client._message("GET", origin, Task(f"/square/{number}"))
+    assert len(client._plain_messages) <= PLAIN_MESSAGES_KEPT

@@ -13,6 +13,7 @@ C parser Sanic already depends on (httptools). Anything it does not handle
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import socket
@@ -36,6 +37,8 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TARGET_SAFE = "/%:@!$&'()*+,;=-._~?"
 _NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/%:@!$&'()*+,;=\-._~?]")
 _HEADER_FORBIDDEN = re.compile(r"[\r\n\0]")
+# Plain requests whose bytes are kept for reuse (GET /hello is sent over and over).
+PLAIN_MESSAGES_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,12 @@ class Origin:
     host: str
     port: int
     host_header: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _media_type(raw: bytes) -> str:
+    # A server answers with a handful of distinct Content-Type values: parse each once.
+    return media_type(raw.decode("latin-1"))
 
 
 class _Exchange(asyncio.Protocol):
@@ -133,7 +142,7 @@ class _Exchange(asyncio.Protocol):
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-            waiter.set_result(UpstreamReply(self.status, media_type(self.content_type.decode("latin-1")), body))
+            waiter.set_result(UpstreamReply(self.status, _media_type(self.content_type), body))
 
     def _fail(self, error: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -176,6 +185,7 @@ class NativeHttpClient:
         self._origins: dict[str, Origin | None] = {}
         self._idle: dict[Origin, list[_Exchange]] = {}
         self._busy: set[_Exchange] = set()
+        self._plain_messages: dict[tuple[str, Origin, str], bytes] = {}
 
     def _origin(self, base_url: str) -> Origin | None:
         """The parsed origin of a ``http://`` base URL; None for one this client leaves to the fallback."""
@@ -198,7 +208,7 @@ class NativeHttpClient:
         origin = self._origin(base_url)
         if origin is None or method == "HEAD":
             return await self.fallback.request(base_url, task, timeout_s)
-        message = build_request(method, origin, task)
+        message = self._message(method, origin, task)
         deadline = asyncio.get_running_loop().time() + timeout_s
         if self._slots.locked():
             # Only a request that finds every connection busy waits for one, and not past its deadline.
@@ -219,6 +229,18 @@ class NativeHttpClient:
                 return await self._send(exchange, message, deadline)
         finally:
             self._slots.release()
+
+    def _message(self, method: str, origin: Origin, task: Task) -> bytes:
+        """The request's bytes; those of plain requests (no query, body or headers) are built once."""
+        if task.params or task.json is not None or task.body is not None or task.headers:
+            return build_request(method, origin, task)
+        key = (method, origin, task.path)
+        message = self._plain_messages.get(key)
+        if message is None:
+            if len(self._plain_messages) >= PLAIN_MESSAGES_KEPT:
+                self._plain_messages.clear()  # a crude bound: paths with arguments are endless
+            message = self._plain_messages[key] = build_request(method, origin, task)
+        return message
 
     async def _send(self, exchange: _Exchange, message: bytes, deadline: float) -> UpstreamReply:
         self._busy.add(exchange)
