@@ -219,7 +219,9 @@ async def test_a_write_whose_answer_is_lost_is_not_sent_twice(
     edge: EdgeFactory, gateway: GatewayFactory, signing_key: str
 ) -> None:
     origin = await edge("origin", chain=True)
-    backup = await edge("backup", delay_ms=20, chain_upstream=origin.make_url("/rpc"))
+    # Far slower than the lossy node (a few ms even when it opens a connection per call), so
+    # min_latency sends the write to the lossy node first however busy the machine is.
+    backup = await edge("backup", delay_ms=100, chain_upstream=origin.make_url("/rpc"))
     sent_through_lossy: list[str] = []
     lossy = Sanic("lossy_node")
 

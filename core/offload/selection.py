@@ -16,9 +16,7 @@ def eligible(pool: Pool, exclude: Collection[str] = ()) -> tuple[list[Server], d
     max_lag = pool.config.max_lag
     # Only pools that care about block lag pay for finding the best height (this runs on every task).
     best_height = (
-        max((s.height for s in pool.servers if s.available and s.height is not None), default=None)
-        if max_lag
-        else None
+        max((s.height for s in pool.servers if s.available and s.height is not None), default=None) if max_lag else None
     )
     servers = []
     for server in pool.servers:
