@@ -9,7 +9,8 @@ import pytest
 
 from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin
 from offload.bench.cpu import group_cpu_seconds
-from offload.bench.perf import median_run, nginx_config, summarize
+from offload.bench.nginx import constant_config, nginx_config
+from offload.bench.perf import median_run, summarize
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8899/
   2 threads and 16 connections
@@ -49,6 +50,20 @@ def test_nginx_config_stays_on_loopback_and_in_its_prefix(tmp_path) -> None:
     config = nginx_config(tmp_path, 8080, ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]).read_text()
     assert "listen 127.0.0.1:8080;" in config and "least_conn;" in config and "keepalive 128;" in config
     assert "server 127.0.0.1:5001;" in config and str(tmp_path) in config
+    constant = constant_config(tmp_path / "constant", 8081).read_text()
+    assert "listen 127.0.0.1:8081;" in constant and 'return 200 "world";' in constant
+    assert "proxy_pass" not in constant and str(tmp_path / "constant") in constant
+
+
+def test_summarize_judges_scaling() -> None:
+    scaling = {
+        "ours, 1 worker": [LoadResult("wrk", 64, 1, 7800, 8.0, 20.0, 0)],
+        "ours, 2 workers": [LoadResult("wrk", 64, 1, 13000, 4.8, 12.0, 0)],
+    }
+    goals = summarize({}, {}, "wrk", scaling)["goals"]
+    assert len(goals) == 1 and goals[0]["met"] and goals[0]["figure"].startswith("1.67x")
+    scaling["ours, 2 workers"] = [LoadResult("wrk", 64, 1, 8000, 8.0, 20.0, 0)]
+    assert not summarize({}, {}, "wrk", scaling)["goals"][0]["met"]
 
 
 @pytest.mark.asyncio

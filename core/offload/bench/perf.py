@@ -23,11 +23,17 @@ from ..demo import free_port
 from ..processes import ManagedProcess, ProcessGroup, StartupError
 from .closed_loop import LoadResult, measure, wrk_available
 from .cpu import group_cpu_seconds, rss_kb
+from .nginx import constant_config, nginx_config
 from .topology import HOST, EdgeSpec, GatewayOptions, Topology
 
 CONNECTIONS = (1, 16, 64)
 EDGES = [EdgeSpec("local", 0.0, local=True), EdgeSpec("edge1", 0.0), EdgeSpec("edge2", 0.0)]
 SOAK_REQUESTS = 1_000_000
+# The scaling check: worker counts compared, at one connection count, in front of a constant upstream.
+SCALING_WORKERS = (1, 2)
+SCALING_CONNECTIONS = 64
+# What a second worker must add on this project's 2-core machine, where wrk and nginx take their share.
+SCALING_GOAL = 1.3
 
 
 @dataclass(frozen=True)
@@ -38,52 +44,36 @@ class PerfOptions:
     json: bool = False
 
 
-def nginx_config(prefix: Path, port: int, edge_urls: list[str]) -> Path:
-    """least_conn + keepalive over the edges, everything under ``prefix``, one worker like one gateway."""
-    servers = "\n".join(f"    server {url.removeprefix('http://')};" for url in edge_urls)
-    temp = prefix / "tmp"
-    temp.mkdir(parents=True, exist_ok=True)
-    text = f"""
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy; fastcgi_temp_path {temp}/fastcgi;
-  uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
-  upstream edges {{
-    least_conn;
-{servers}
-    keepalive 128;
-  }}
-  server {{
-    listen {HOST}:{port};
-    location / {{
-      proxy_pass http://edges/hello;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
-}}
-"""
-    path = prefix / "nginx.conf"
-    path.write_text(text)
-    return path
-
-
-async def start_gateway_with_workers(topology: Topology, workers: int) -> tuple[ManagedProcess, str]:
-    config = topology.workdir / f"workers{workers}.toml"
-    config.write_text(topology.gateway_config(GatewayOptions(policy="p2c_ewma")))
+async def start_gateway_process(
+    topology: Topology, label: str, config_text: str, workers: int = 1
+) -> tuple[ManagedProcess, str]:
+    """``offload serve`` with ``config_text`` as its plugins.toml, on a free port."""
+    config = topology.workdir / f"{label}.toml"
+    config.write_text(config_text)
     port = free_port()
     url = f"http://{HOST}:{port}"
     argv = [
         sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port),
         "--workers", str(workers),
     ]  # fmt: skip
-    process = topology.group.start(f"gateway-workers{workers}", argv, url + "/health")
+    process = topology.group.start(f"gateway-{label}", argv, url + "/health")
     await topology.group.wait_healthy(process)
     return process, url
+
+
+def single_upstream_config(upstream_url: str) -> str:
+    """A gateway whose math pool is one server (the near-zero-cost upstream of the scaling check)."""
+    return (
+        f'[gateway]\nhost = "{HOST}"\n\n[plugins.math]\nconsider_throughput = false\n'
+        f'servers = [{{ name = "constant", url = "{upstream_url}" }}]\n'
+    )
+
+
+async def start_nginx(topology: Topology, nginx: str, name: str, config: Path, url: str) -> ManagedProcess:
+    argv = [nginx, "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"]
+    process = topology.group.start(name, argv, url)
+    await topology.group.wait_healthy(process)
+    return process
 
 
 @dataclass(frozen=True)
@@ -113,15 +103,32 @@ async def start_contenders(topology: Topology, workdir: Path, nginx: str | None)
     for index, (name, options) in enumerate(variants.items()):
         process, url = await topology.start_gateway(f"gateway{index}", options)
         contenders.append(Contender(name, url + "/", process_group(process)))
-    process, url = await start_gateway_with_workers(topology, 2)
+    two_workers = topology.gateway_config(GatewayOptions(policy="p2c_ewma"))
+    process, url = await start_gateway_process(topology, "workers2", two_workers, workers=2)
     contenders.append(Contender("ours --workers 2", url + "/", process_group(process)))
     if nginx:
         port = free_port()
         config = nginx_config(workdir / "nginx", port, list(topology.urls.values()))
-        argv = [nginx, "-p", str(workdir / "nginx"), "-c", str(config), "-g", "daemon off;"]
-        process = topology.group.start("nginx", argv, f"http://{HOST}:{port}/")
-        await topology.group.wait_healthy(process)
+        process = await start_nginx(topology, nginx, "nginx", config, f"http://{HOST}:{port}/")
         contenders.append(Contender("nginx", f"http://{HOST}:{port}/", process_group(process)))
+    return contenders
+
+
+async def start_scaling_contenders(topology: Topology, workdir: Path, nginx: str) -> list[Contender]:
+    """One gateway and a two-worker gateway in front of nginx answering a constant.
+
+    With the edges' share of the CPU gone, the gateway itself is what limits the
+    rate, so a second worker shows what a second core buys.
+    """
+    port = free_port()
+    upstream = f"http://{HOST}:{port}"
+    await start_nginx(topology, nginx, "nginx-constant", constant_config(workdir / "nginx-constant", port), upstream)
+    contenders = []
+    for workers in SCALING_WORKERS:
+        config = single_upstream_config(upstream)
+        process, url = await start_gateway_process(topology, f"scaling{workers}", config, workers=workers)
+        label = f"ours, {workers} worker{'s' if workers > 1 else ''}"
+        contenders.append(Contender(label, url + "/", process_group(process)))
     return contenders
 
 
@@ -135,7 +142,9 @@ async def measure_one(contender: Contender, connections: int, duration_s: float)
     return replace(result, cpu_us=round(spent / result.requests * 1e6, 1))
 
 
-async def measure_rounds(contenders: list[Contender], rounds: int, duration_s: float) -> dict[str, list[LoadResult]]:
+async def measure_rounds(
+    contenders: list[Contender], rounds: int, duration_s: float, connection_counts: tuple[int, ...] = CONNECTIONS
+) -> dict[str, list[LoadResult]]:
     """Every contender at every connection count, interleaved over ``rounds``; the median run of each.
 
     Interleaving (and rotating who goes first) spreads the machine's slow moments
@@ -145,14 +154,14 @@ async def measure_rounds(contenders: list[Contender], rounds: int, duration_s: f
     for round_index in range(rounds):
         shift = round_index % len(contenders)
         order = contenders[shift:] + contenders[:shift]
-        for connections in CONNECTIONS:
+        for connections in connection_counts:
             for contender in order:
                 print(f"\r  round {round_index + 1}/{rounds}: {contender.name:<24} {connections:>2} connections ...",
                       end="", file=sys.stderr)  # fmt: skip
                 result = await measure_one(contender, connections, duration_s)
                 runs.setdefault((contender.name, connections), []).append(result)
     return {
-        contender.name: [median_run(runs[(contender.name, connections)]) for connections in CONNECTIONS]
+        contender.name: [median_run(runs[(contender.name, connections)]) for connections in connection_counts]
         for contender in contenders
     }
 
@@ -177,12 +186,18 @@ async def run_perf(options: PerfOptions) -> int:
     print(f"offload bench perf: load by {tool}; nginx: {nginx or 'not installed (apt-get install nginx-light)'}",
           file=sys.stderr)  # fmt: skip
     soak: dict[str, Any] = {}
+    scaling: dict[str, list[LoadResult]] = {}
     with tempfile.TemporaryDirectory(prefix="offload-perf-") as workdir:
         group = ProcessGroup(Path(workdir))
         topology = Topology(group, Path(workdir))
         try:
             contenders = await start_contenders(topology, Path(workdir), nginx)
             results = await measure_rounds(contenders, options.rounds, options.duration_s)
+            if nginx:
+                scaling_contenders = await start_scaling_contenders(topology, Path(workdir), nginx)
+                scaling = await measure_rounds(
+                    scaling_contenders, options.rounds, options.duration_s, (SCALING_CONNECTIONS,)
+                )
             if options.soak:
                 ours = next(contender for contender in contenders if contender.name == "ours")
                 soak = await run_soak(ours)
@@ -192,7 +207,7 @@ async def run_perf(options: PerfOptions) -> int:
         finally:
             group.stop_all()
     print(file=sys.stderr)
-    figures = summarize(results, soak, tool)
+    figures = summarize(results, soak, tool, scaling)
     figures["rounds"], figures["duration_s"] = options.rounds, options.duration_s
     if options.json:
         import json
@@ -223,7 +238,13 @@ async def run_soak(gateway: Contender) -> dict[str, Any]:
     }
 
 
-def summarize(results: dict[str, list[LoadResult]], soak: dict[str, Any], tool: str) -> dict[str, Any]:
+def summarize(
+    results: dict[str, list[LoadResult]],
+    soak: dict[str, Any],
+    tool: str,
+    scaling: dict[str, list[LoadResult]] | None = None,
+) -> dict[str, Any]:
+    """The figures and the verdict on each of the issue's goals that this run measured."""
     def at(name: str, connections: int) -> LoadResult | None:
         return next((r for r in results.get(name, []) if r.connections == connections), None)
 
@@ -249,9 +270,16 @@ def summarize(results: dict[str, list[LoadResult]], soak: dict[str, Any], tool: 
     if soak:
         goals.append({"goal": "RSS growth <= 10 MB over 1,000,000 requests", "figure": f"{soak['growth_mb']} MB",
                       "met": soak["growth_mb"] <= 10})  # fmt: skip
+    rates = [runs[0].rps for runs in (scaling or {}).values()]
+    if len(rates) == 2 and rates[0] > 0:
+        factor = rates[1] / rates[0]
+        goals.append({"goal": f"--workers 2 scales: >= {SCALING_GOAL}x one worker's req/s, constant upstream",
+                      "figure": f"{factor:.2f}x ({rates[1]:,.0f} vs {rates[0]:,.0f})",
+                      "met": factor >= SCALING_GOAL})  # fmt: skip
     return {
         "tool": tool,
         "results": {name: [asdict(result) for result in runs] for name, runs in results.items()},
+        "scaling": {name: [asdict(result) for result in runs] for name, runs in (scaling or {}).items()},
         "soak": soak,
         "goals": goals,
     }
@@ -276,6 +304,13 @@ def render(figures: dict[str, Any]) -> str:
                 f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
                 f"{run['errors']:>6} {cpu:>7} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}"
             )
+    if figures.get("scaling"):
+        lines += ["", f"Scaling: in front of nginx answering a constant, {SCALING_CONNECTIONS} connections", ""]
+        for name, runs in figures["scaling"].items():
+            run = runs[0]
+            cpu = f"{run['cpu_us']:.0f}" if run.get("cpu_us") is not None else "-"
+            lines.append(f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} "
+                         f"{run['p99_ms']:>8.3f} {run['errors']:>6} {cpu:>7}")  # fmt: skip
     if figures["soak"]:
         soak = figures["soak"]
         lines += ["", f"soak: {soak['requests']:,} requests in {soak['seconds']} s, gateway RSS "
