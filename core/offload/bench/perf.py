@@ -245,6 +245,7 @@ def summarize(
     scaling: dict[str, list[LoadResult]] | None = None,
 ) -> dict[str, Any]:
     """The figures and the verdict on each of the issue's goals that this run measured."""
+
     def at(name: str, connections: int) -> LoadResult | None:
         return next((r for r in results.get(name, []) if r.connections == connections), None)
 
