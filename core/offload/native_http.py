@@ -149,6 +149,9 @@ class _Exchange(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(error)
 
+    def _time_out(self) -> None:
+        self._fail(TimeoutError())
+
     async def exchange(self, request: bytes, deadline: float) -> UpstreamReply:
         """Write ``request`` and wait for its whole response until ``deadline`` (event-loop time)."""
         transport = self.transport
@@ -157,7 +160,7 @@ class _Exchange(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
         # One timer handle instead of an asyncio.timeout() context: this is the hot path.
-        timer = loop.call_at(deadline, self._fail, TimeoutError())
+        timer = loop.call_at(deadline, self._time_out)
         transport.write(request)
         try:
             return await waiter

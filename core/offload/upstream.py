@@ -88,6 +88,8 @@ class AiohttpUpstream:
             ) as response:
                 content = await response.read()
                 return UpstreamReply(response.status, media_type(response.headers.get("Content-Type")), content)
+        except TimeoutError:
+            raise  # aiohttp's timeouts are ClientErrors too; they stay timeouts (504, not 502)
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(
                 describe_exception(exc), never_arrived=isinstance(exc, aiohttp.ClientConnectorError)
