@@ -5,7 +5,10 @@ Each contender is loaded at 1, 16 and 64 connections with the same tool:
 the edge directly, ``offload serve`` (default policy; then the original
 throughput rule; then with aiohttp sending the tasks instead of the native
 client; then two workers), and nginx (least_conn + keepalive over the
-same edges) when it is installed.
+same edges) when it is installed. Runs are interleaved over rounds and each
+figure is the median; each contender's own CPU time per request is read from
+/proc. With nginx installed, a scaling check then compares one and two gateway
+workers in front of nginx answering a constant.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def single_upstream_config(upstream_url: str) -> str:
 
 
 async def start_nginx(topology: Topology, nginx: str, name: str, config: Path, url: str) -> ManagedProcess:
+    """nginx in the foreground with ``config`` (its prefix is the config's folder), once ``url`` answers."""
     argv = [nginx, "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"]
     process = topology.group.start(name, argv, url)
     await topology.group.wait_healthy(process)
