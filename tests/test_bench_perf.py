@@ -10,7 +10,7 @@ import pytest
 from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin
 from offload.bench.cpu import group_cpu_seconds
 from offload.bench.nginx import constant_config, nginx_config
-from offload.bench.perf import median_run, summarize
+from offload.bench.perf import median_run, render, summarize
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8899/
   2 threads and 16 connections
@@ -42,8 +42,20 @@ def test_summarize_judges_the_goals() -> None:
         "nginx": [LoadResult("wrk", 1, 1, 4500, 0.22, 0.86, 0), LoadResult("wrk", 16, 1, 16000, 0.9, 2.8, 0)],
     }
     goals = summarize(results, {"growth_mb": 3.5}, "wrk")["goals"]
-    assert [goal["met"] for goal in goals] == [True, True, False, True]
+    assert [goal["met"] for goal in goals] == [True, True, False, True, False]
     assert goals[2]["figure"].startswith("47 %")
+    assert goals[4]["measured"] is False  # no scaling runs: said, and not counted as met
+
+
+def test_goals_that_need_nginx_are_reported_as_not_measured_without_it() -> None:
+    results = {
+        "direct": [LoadResult("wrk", 1, 1, 7000, 0.13, 0.19, 0), LoadResult("wrk", 16, 1, 12000, 1.2, 2.5, 0)],
+        "ours": [LoadResult("wrk", 1, 1, 3000, 0.31, 0.71, 0), LoadResult("wrk", 16, 1, 7500, 2.0, 4.7, 0)],
+    }
+    figures = summarize(results, {}, "wrk")
+    skipped = [goal for goal in figures["goals"] if goal.get("measured") is False]
+    assert len(skipped) == 2 and all("apt-get install nginx-light" in goal["figure"] for goal in skipped)
+    assert "[   n/a]" in render(figures)
 
 
 def test_nginx_config_stays_on_loopback_and_in_its_prefix(tmp_path) -> None:
