@@ -47,23 +47,6 @@ class PerfOptions:
     json: bool = False
 
 
-async def start_gateway_process(
-    topology: Topology, label: str, config_text: str, workers: int = 1
-) -> tuple[ManagedProcess, str]:
-    """``offload serve`` with ``config_text`` as its plugins.toml, on a free port."""
-    config = topology.workdir / f"{label}.toml"
-    config.write_text(config_text)
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    argv = [
-        sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port),
-        "--workers", str(workers),
-    ]  # fmt: skip
-    process = topology.group.start(f"gateway-{label}", argv, url + "/health")
-    await topology.group.wait_healthy(process)
-    return process, url
-
-
 def single_upstream_config(upstream_url: str) -> str:
     """A gateway whose math pool is one server (the near-zero-cost upstream of the scaling check)."""
     return (
@@ -108,7 +91,7 @@ async def start_contenders(topology: Topology, workdir: Path, nginx: str | None)
         process, url = await topology.start_gateway(f"gateway{index}", options)
         contenders.append(Contender(name, url + "/", process_group(process)))
     two_workers = topology.gateway_config(GatewayOptions(policy="p2c_ewma"))
-    process, url = await start_gateway_process(topology, "workers2", two_workers, workers=2)
+    process, url = await topology.start_gateway_with("workers2", two_workers, workers=2)
     contenders.append(Contender("ours --workers 2", url + "/", process_group(process)))
     if nginx:
         port = free_port()
@@ -130,7 +113,7 @@ async def start_scaling_contenders(topology: Topology, workdir: Path, nginx: str
     contenders = []
     for workers in SCALING_WORKERS:
         config = single_upstream_config(upstream)
-        process, url = await start_gateway_process(topology, f"scaling{workers}", config, workers=workers)
+        process, url = await topology.start_gateway_with(f"scaling{workers}", config, workers=workers)
         label = f"ours, {workers} worker{'s' if workers > 1 else ''}"
         contenders.append(Contender(label, url + "/", process_group(process)))
     return contenders
@@ -301,6 +284,15 @@ def summarize(
     }
 
 
+def figures_row(name: str, run: dict[str, Any]) -> str:
+    """A table row's own figures: name, connections, req/s, p50, p99, errors, cpu µs."""
+    cpu = f"{run['cpu_us']:.0f}" if run.get("cpu_us") is not None else "-"
+    return (
+        f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
+        f"{run['errors']:>6} {cpu:>7}"
+    )
+
+
 def render(figures: dict[str, Any]) -> str:
     lines = [f"Gateway cost, near-zero-cost upstream (GET /hello on the edges); load by {figures['tool']}"]
     if "rounds" in figures:
@@ -315,18 +307,11 @@ def render(figures: dict[str, Any]) -> str:
             direct = next(r for r in by_name["direct"] if r["connections"] == run["connections"])
             nginx = next((r for r in by_name.get("nginx", []) if r["connections"] == run["connections"]), None)
             versus_nginx = f"{run['rps'] / nginx['rps']:.2f}x" if nginx else "-"
-            cpu = f"{run['cpu_us']:.0f}" if run.get("cpu_us") is not None else "-"
-            lines.append(
-                f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
-                f"{run['errors']:>6} {cpu:>7} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}"
-            )
+            lines.append(f"{figures_row(name, run)} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}")
     if figures.get("scaling"):
         lines += ["", f"Scaling: in front of nginx answering a constant, {SCALING_CONNECTIONS} connections", ""]
         for name, runs in figures["scaling"].items():
-            run = runs[0]
-            cpu = f"{run['cpu_us']:.0f}" if run.get("cpu_us") is not None else "-"
-            lines.append(f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} "
-                         f"{run['p99_ms']:>8.3f} {run['errors']:>6} {cpu:>7}")  # fmt: skip
+            lines.append(figures_row(name, runs[0]))
     if figures["soak"]:
         soak = figures["soak"]
         lines += ["", f"soak: {soak['requests']:,} requests in {soak['seconds']} s, gateway RSS "

@@ -85,11 +85,19 @@ class Topology:
         )
 
     async def start_gateway(self, label: str, options: GatewayOptions) -> tuple[ManagedProcess, str]:
+        """A gateway over this topology's edges, with the math pool set by ``options``."""
+        return await self.start_gateway_with(label, self.gateway_config(options))
+
+    async def start_gateway_with(self, label: str, config_text: str, workers: int = 1) -> tuple[ManagedProcess, str]:
+        """``offload serve`` with ``config_text`` as its plugins.toml, on a free port, once healthy."""
         config = self.workdir / f"{label}.toml"
-        config.write_text(self.gateway_config(options))
+        config.write_text(config_text)
         port = free_port()
         url = f"http://{HOST}:{port}"
-        argv = [sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port)]
+        argv = [
+            sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port),
+            "--workers", str(workers),
+        ]  # fmt: skip
         process = self.group.start(f"gateway-{label}", argv, url + "/health")
         await self.group.wait_healthy(process)
         return process, url
