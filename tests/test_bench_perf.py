@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin
+from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin, wrk_argv
 from offload.bench.cpu import group_cpu_seconds
 from offload.bench.nginx import constant_config, nginx_config
 from offload.bench.perf import median_run, render, summarize
@@ -33,6 +33,18 @@ Transfer/sec:      1.51MB
 def test_parse_wrk_reads_rate_percentiles_and_errors() -> None:
     result = parse_wrk(WRK_OUTPUT, 16)
     assert result == LoadResult("wrk", 16, 29580, 7394.21, 2.07, 0.85, 6)
+
+
+def test_wrk_runs_whole_seconds() -> None:
+    assert wrk_argv("http://127.0.0.1:9/", 16, 0.5) == [
+        "wrk",
+        "-t2",
+        "-c16",
+        "-d1s",
+        "--latency",
+        "http://127.0.0.1:9/",
+    ]
+    assert "-d3s" in wrk_argv("http://127.0.0.1:9/", 1, 2.2) and "-t1" in wrk_argv("http://127.0.0.1:9/", 1, 2)
 
 
 def test_summarize_judges_the_goals() -> None:

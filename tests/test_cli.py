@@ -81,3 +81,10 @@ def test_load_allowlist_refuses_unlisted_plugins(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "OFFLOAD_LOAD_PLUGINS does not list it" in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--duration", "0"), ("--duration", "-1"), ("--rounds", "x")])
+def test_bench_perf_refuses_bad_numbers_before_starting_anything(flag: str, value: str) -> None:
+    result = run_offload("bench", "perf", flag, value)
+    assert result.returncode == 2
+    assert f"argument {flag}" in result.stderr and "Traceback" not in result.stderr

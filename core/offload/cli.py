@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -120,6 +120,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 130
 
 
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: ``kind`` of the text, refused unless above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offload", description="Offload HTTP tasks to the best edge server.")
     parser.add_argument("--version", action="version", version=f"offload {__version__}")
@@ -160,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
-    bench.add_argument("--duration", type=float, default=2.0, help="perf: seconds per load run (default: 2)")
     bench.add_argument(
-        "--rounds", type=int, default=3, help="perf: interleaved rounds; figures are their median (default: 3)"
+        "--duration", type=positive(float), default=2.0, help="perf: seconds per run (default: 2; wrk: whole seconds)"
+    )
+    bench.add_argument(
+        "--rounds", type=positive(int), default=3, help="perf: interleaved rounds, figures are medians (default: 3)"
     )
     bench.add_argument("--soak", action="store_true", help="perf: also gateway RSS over 1,000,000 requests")
     bench.add_argument("--out", default="bench/out", help="directory for the PNG plots (default: %(default)s)")

@@ -7,6 +7,7 @@ report requests per second, latency percentiles and errors in one shape.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import shutil
 import subprocess
@@ -47,11 +48,18 @@ def _ms(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
+def wrk_argv(url: str, connections: int, duration_s: float) -> list[str]:
+    """wrk's command line; wrk counts whole seconds, so a fraction is rounded up."""
+    threads = 1 if connections == 1 else 2
+    seconds = max(1, math.ceil(duration_s))
+    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+
+
 def run_wrk(url: str, connections: int, duration_s: float) -> LoadResult:
     """One wrk run (bounded by -d)."""
-    threads = 1 if connections == 1 else 2
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url]
-    output = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout
+    argv = wrk_argv(url, connections, duration_s)
+    # wrk stops itself after -d (at most a second more than asked); the timeout only guards a hang.
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 31, check=True).stdout
     return parse_wrk(output, connections)
 
 
