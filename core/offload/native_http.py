@@ -168,6 +168,10 @@ class _Exchange(asyncio.Protocol):
             timer.cancel()
             self._reset()
 
+    def reusable(self, oldest_allowed: float) -> bool:
+        """Still open, and idle since no earlier than ``oldest_allowed`` (monotonic time)."""
+        return not self.closed and self.idle_since >= oldest_allowed
+
     def close(self) -> None:
         """Close the connection (it will not be reused)."""
         self.closed = True
@@ -272,7 +276,7 @@ class NativeHttpClient:
             oldest_allowed = time.monotonic() - self.keepalive_s
             while idle:
                 exchange = idle.pop()
-                if not exchange.closed and exchange.idle_since >= oldest_allowed:
+                if exchange.reusable(oldest_allowed):
                     return exchange, True
                 exchange.close()
         loop = asyncio.get_running_loop()
@@ -296,9 +300,11 @@ class NativeHttpClient:
         oldest_allowed = time.monotonic() - self.keepalive_s
         closed = 0
         for origin, idle in list(self._idle.items()):
-            keep = [exchange for exchange in idle if not exchange.closed and exchange.idle_since >= oldest_allowed]
+            keep = []
             for exchange in idle:
-                if exchange not in keep:
+                if exchange.reusable(oldest_allowed):
+                    keep.append(exchange)
+                else:
                     exchange.close()
                     closed += 1
             if keep:

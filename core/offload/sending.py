@@ -46,13 +46,13 @@ async def send_once(
     except TimeoutError:
         reason = f"timed out after {seconds(timeout_s)} s"
         target.record_failure(reason, may_open=pool.may_eject_one_more())
-        where = f"server {target.name!r} ({target.url})"
-        raise AttemptFailed(504, f"{where} did not answer within {seconds(timeout_s)} s", server=target.name) from None
+        message = f"{described(target)} did not answer within {seconds(timeout_s)} s"
+        raise AttemptFailed(504, message, server=target.name) from None
     except UpstreamUnreachable as exc:
         reason = f"unreachable: {exc}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
         target.record_failure(reason, may_open=pool.may_eject_one_more(), immediate=True)
-        failure = AttemptFailed(502, f"server {target.name!r} ({target.url}) is {reason}", server=target.name)
+        failure = AttemptFailed(502, f"{described(target)} is {reason}", server=target.name)
         failure.never_arrived = exc.never_arrived
         raise failure from None
     except asyncio.CancelledError:
@@ -68,12 +68,17 @@ async def send_once(
         target.record_failure(f"HTTP {status}", may_open=pool.may_eject_one_more())
         raise AttemptFailed(
             502,
-            f"server {target.name!r} ({target.url}) failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",
+            f"{described(target)} failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",
             server=target.name,
             details={"upstream_status": status},
         )
     target.record_success(elapsed, concurrency)
     return status, decode_body(text, reply.content_type == "application/json"), elapsed
+
+
+def described(target: Server) -> str:
+    """How error messages name a server: ``server 'edge1' (http://127.0.0.1:5001)``."""
+    return f"server {target.name!r} ({target.url})"
 
 
 def seconds(value: float) -> str:
