@@ -28,3 +28,12 @@ def test_too_deep_is_a_value_error_raised_before_parsing() -> None:
         safe_json.loads(b"[" * 500_000)
     with pytest.raises(ValueError):
         safe_json.loads("[" * 200 + "]" * 200)
+
+
+def test_an_upstream_answer_nested_too_deep_is_passed_on_as_text() -> None:
+    from offload.sending import decode_body
+
+    deep = b"[" * 300_000 + b"]" * 300_000
+    assert decode_body(deep, deep.decode(), is_json=True) == deep.decode()
+    assert decode_body(b'{"a": [1]}', '{"a": [1]}', is_json=True) == {"a": [1]}
+    assert decode_body(b'{"a": 1}', '{"a": 1}', is_json=False) == '{"a": 1}'

@@ -8,6 +8,7 @@ elsewhere could help.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -73,7 +74,7 @@ async def send_once(
             details={"upstream_status": status},
         )
     target.record_success(elapsed, concurrency)
-    return status, decode_body(text, reply.content_type == "application/json"), elapsed
+    return status, decode_body(reply.body, text, reply.content_type == "application/json"), elapsed
 
 
 def described(target: Server) -> str:
@@ -86,11 +87,14 @@ def seconds(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def decode_body(text: str, is_json: bool) -> Any:
-    """JSON bodies become values; everything else stays text, as the original returned it."""
-    if is_json:
+def decode_body(body: bytes, text: str, is_json: bool) -> Any:
+    """JSON bodies become values; everything else stays text, as the original returned it.
+
+    ``text`` is ``body`` already decoded; the nesting check reads the bytes, so nothing is encoded twice.
+    """
+    if is_json and not safe_json.nested_deeper_than(body, safe_json.MAX_DEPTH):
         try:
-            return safe_json.loads(text)
+            return json.loads(text)
         except ValueError:
             return text
     return text
