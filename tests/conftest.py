@@ -45,12 +45,18 @@ def edge(test_server: ServerFactory) -> EdgeFactory:
     return start
 
 
-class Gateway:
-    """A running gateway and a client session bound to it."""
+# The operator's token every test gateway is built with (tests of a missing token build their own).
+TEST_TOKEN = "test-operator-token-0123456789"
+OPERATOR_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
-    def __init__(self, server: RunningServer, client: aiohttp.ClientSession) -> None:
+
+class Gateway:
+    """A running gateway, a client session bound to it, and one that sends the operator's token."""
+
+    def __init__(self, server: RunningServer, client: aiohttp.ClientSession, operator: aiohttp.ClientSession) -> None:
         self.server = server
-        self.client = client
+        self.client = client  # a local caller without the token
+        self.operator = operator  # the same, with 'Authorization: Bearer TEST_TOKEN'
         self.app = server.app
 
     async def get_json(self, path: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
@@ -64,15 +70,21 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 @pytest_asyncio.fixture
 async def gateway(test_server: ServerFactory) -> AsyncIterator[GatewayFactory]:
-    """Factory: ``gw = await gateway({"plugins": {"math": {...}}}, extra_plugins=...)``."""
+    """Factory: ``gw = await gateway({"plugins": {"math": {...}}}, extra_plugins=...)``.
+
+    The gateway's operator token is :data:`TEST_TOKEN` unless ``api_token=`` says otherwise.
+    """
     async with AsyncExitStack() as stack:
 
         async def start(document: dict[str, Any], **create_kwargs: Any) -> Gateway:
             settings = parse_settings(document, source="test plugins.toml")
+            create_kwargs.setdefault("api_token", TEST_TOKEN)
             server = await test_server(create_app(settings, **create_kwargs))
             client = aiohttp.ClientSession(base_url=server.url)
             stack.push_async_callback(client.close)
-            return Gateway(server, client)
+            operator = aiohttp.ClientSession(base_url=server.url, headers=OPERATOR_HEADERS)
+            stack.push_async_callback(operator.close)
+            return Gateway(server, client, operator)
 
         yield start
 

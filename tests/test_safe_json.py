@@ -13,14 +13,14 @@ def test_ordinary_documents_parse_as_json_loads_would() -> None:
 
 
 def test_depth_counts_arrays_and_objects_but_not_brackets_in_strings() -> None:
-    at_limit = b"[" * 5 + b"]" * 5
+    at_limit = "[" * 5 + "]" * 5
     assert not safe_json.nested_deeper_than(at_limit, 5)
-    assert safe_json.nested_deeper_than(b"[" * 6 + b"]" * 6, 5)
-    assert safe_json.nested_deeper_than(b'{"x": [[{"y": [[]]}]]}', 5)
+    assert safe_json.nested_deeper_than("[" * 6 + "]" * 6, 5)
+    assert safe_json.nested_deeper_than('{"x": [[{"y": [[]]}]]}', 5)
     # Many brackets side by side, or inside strings, are not depth.
-    assert not safe_json.nested_deeper_than(b"[" + b"[]," * 1000 + b"[]]", 5)
-    assert not safe_json.nested_deeper_than(b'["' + b"[" * 1000 + b'"]', 5)
-    assert not safe_json.nested_deeper_than(b'["\\"' + b"[" * 1000 + b'"]', 5)
+    assert not safe_json.nested_deeper_than("[" + "[]," * 1000 + "[]]", 5)
+    assert not safe_json.nested_deeper_than('["' + "[" * 1000 + '"]', 5)
+    assert not safe_json.nested_deeper_than('["\\"' + "[" * 1000 + '"]', 5)
 
 
 def test_too_deep_is_a_value_error_raised_before_parsing() -> None:
@@ -34,6 +34,27 @@ def test_an_upstream_answer_nested_too_deep_is_passed_on_as_text() -> None:
     from offload.sending import decode_body
 
     deep = b"[" * 300_000 + b"]" * 300_000
-    assert decode_body(deep, deep.decode(), is_json=True) == deep.decode()
-    assert decode_body(b'{"a": [1]}', '{"a": [1]}', is_json=True) == {"a": [1]}
-    assert decode_body(b'{"a": 1}', '{"a": 1}', is_json=False) == '{"a": 1}'
+    assert decode_body(deep.decode(), is_json=True) == deep.decode()
+    assert decode_body('{"a": [1]}', is_json=True) == {"a": [1]}
+    assert decode_body('{"a": 1}', is_json=False) == '{"a": 1}'
+    assert decode_body('{"a": NaN}', is_json=True) == '{"a": NaN}'
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+def test_depth_is_counted_on_the_decoded_text_in_every_encoding_json_accepts(encoding: str) -> None:
+    # In UTF-16 a bracket's neighbour byte can be 0x22 ("), which fooled a scan of the raw bytes.
+    deep = ("[" * 80_000 + "]" * 80_000).encode(encoding)
+    with pytest.raises(safe_json.TooDeep):
+        safe_json.loads(deep)
+    assert safe_json.loads('{"a": ["\u2222["]}'.encode(encoding)) == {"a": ["\u2222["]}
+
+
+@pytest.mark.parametrize("document", ['{"id": NaN}', "[Infinity]", "-Infinity", '{"id": 1e400}', "[-1E999]"])
+def test_non_standard_numbers_are_refused(document: str) -> None:
+    with pytest.raises(safe_json.NotStandardJson):
+        safe_json.loads(document)
+
+
+def test_bytes_in_no_json_encoding_are_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        safe_json.loads(b"\xff\xfe\x00")

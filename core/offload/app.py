@@ -7,6 +7,7 @@ import itertools
 import os
 import random
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -23,6 +24,7 @@ from .pool_config import PoolConfig, pool_config_from_options
 from .registry import Registry, Server
 from .responses import JsonErrorHandler
 from .routing import RouteClaims, blueprint_routes, join_path
+from .security import READ, AccessGuard, install_access_guard, load_api_token
 from .settings import PLUGIN_CORE_DEFAULTS, Settings
 from .throughput import CounterStorage, shared_storage
 
@@ -37,13 +39,20 @@ def create_app(
     name: str | None = None,
     rng: random.Random | None = None,
     workers: int = 1,
+    api_token: str | None = None,
+    bind_host: str | None = None,
 ) -> Sanic:
     """Build the gateway for ``settings``; raises :class:`ConfigError` for anything to fix.
 
     ``extra_plugins`` registers plugin objects directly by name (they must also be
     enabled in ``settings``); ``rng`` seeds the policies for reproducible choices;
-    ``workers`` > 1 makes the local-throughput windows shared by all worker processes.
+    ``workers`` > 1 makes the local-throughput windows shared by all worker processes;
+    ``api_token`` is the operator's token (default: ``$OFFLOAD_API_TOKEN``, else
+    ``[gateway] api_token_file``); ``bind_host`` is the address served when it is
+    not ``[gateway] host`` (it joins the Host allowlist).
     """
+    gateway = settings.gateway
+    token = api_token if api_token is not None else load_api_token(gateway.api_token_file, settings_dir(settings))
     manager = new_plugin_manager()
     enabled = settings.enabled_plugins()
     load_enabled_plugins(manager, enabled, source=settings.source, extra_plugins=extra_plugins)
@@ -67,6 +76,9 @@ def create_app(
     app = Sanic(name or f"offload_gateway_{next(_app_numbers)}", error_handler=JsonErrorHandler())
     app.config.MOTD = False
     app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.REQUEST_TIMEOUT = gateway.request_timeout_s
+    app.config.KEEP_ALIVE_TIMEOUT = gateway.keep_alive_timeout_s
+    app.ctx.max_client_connections = gateway.max_client_connections
     app.ctx.settings = settings
     app.ctx.engine = engine
     app.ctx.registry = registry
@@ -79,9 +91,27 @@ def create_app(
     for context in contexts:
         mount_plugin_routes(app, manager, context, claims)
     add_lifecycle(app, manager, engine, contexts)
+    guard = AccessGuard.build(
+        token, bind_host or gateway.host, gateway.allowed_hosts, gateway.allowed_origins, gateway.max_body_bytes
+    )
+    install_access_guard(app, guard)
+    # Sanic refuses bodies above REQUEST_MAX_SIZE before routing; the guard then applies each route's own limit.
+    app.config.REQUEST_MAX_SIZE = max([gateway.max_body_bytes, *route_body_limits(app)])
     if workers > 1:
         share_throughput_windows(app, engine)
     return app
+
+
+def settings_dir(settings: Settings) -> Path:
+    """The directory of the plugins.toml ``settings`` came from (relative paths start there)."""
+    source = Path(settings.source)
+    return source.parent if source.is_file() else Path.cwd()
+
+
+def route_body_limits(app: Sanic) -> list[int]:
+    """Body-size limits routes declared with ``ctx_max_body``."""
+    limits = (getattr(route.ctx, "max_body", None) for route in app.router.routes)
+    return [limit for limit in limits if isinstance(limit, int)]
 
 
 def share_throughput_windows(app: Sanic, engine: Engine) -> None:
@@ -216,9 +246,10 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
         ]
         return response.json({"installed": installed, "enabled": loaded})
 
-    app.add_route(health, "/health", methods=["GET"], name="offload_health")
-    app.add_route(servers, "/servers", methods=["GET"], name="offload_servers")
-    app.add_route(plugins, "/plugins", methods=["GET"], name="offload_plugins")
+    # Reads for every local caller (they reveal pool state, never the token or a key).
+    app.add_route(health, "/health", methods=["GET"], name="offload_health", ctx_access=READ)
+    app.add_route(servers, "/servers", methods=["GET"], name="offload_servers", ctx_access=READ)
+    app.add_route(plugins, "/plugins", methods=["GET"], name="offload_plugins", ctx_access=READ)
 
 
 async def _maybe_await(value: Any) -> None:

@@ -27,31 +27,63 @@ def config_path(value: str | None) -> Path:
     return Path(value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def build_gateway(config: str, workers: int) -> Sanic:
+def build_gateway(config: str, workers: int, host: str | None = None) -> Sanic:
     """App factory for ``offload serve``; each worker process calls it (so it must be importable)."""
     from .app import create_app
+    from .connections import client_connection_cap, raise_descriptor_limit
 
-    return create_app(load_settings(config), name="offload_gateway", workers=workers)
+    app = create_app(load_settings(config), name="offload_gateway", workers=workers, bind_host=host)
+    # Client connections must never use up the descriptors upstream connections need.
+    app.ctx.max_client_connections = client_connection_cap(app.ctx.max_client_connections, raise_descriptor_limit())
+    return app
+
+
+def refuse_exposure(host: str, settings: Settings) -> None:
+    """Listening beyond loopback without an operator token would hand the local network every write."""
+    from .app import settings_dir
+    from .security import TOKEN_ENV, is_loopback_host, load_api_token
+
+    if is_loopback_host(host):
+        return
+    if load_api_token(settings.gateway.api_token_file, settings_dir(settings)) is None:
+        raise ConfigError(
+            f"refusing to listen on {host}: beyond loopback the gateway needs an operator token; "
+            f"set {TOKEN_ENV} or [gateway] api_token_file (and list the names callers use in [gateway] allowed_hosts)"
+        )
+
+
+def configure_logging() -> None:
+    """Our log lines once each: Sanic's loggers have their own handlers, so only ``offload.*`` gets one here."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logger = logging.getLogger("offload")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .connections import GuardedHttpProtocol
+
     path = str(config_path(args.config))
     settings = load_settings(path)  # fail here, once, with one line, before any worker starts
     host = args.host or settings.gateway.host
     port = settings.gateway.port if args.port is None else args.port
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    refuse_exposure(host, settings)
+    configure_logging()
+    options = {"access_log": args.access_log, "motd": False, "protocol": GuardedHttpProtocol}
     try:
         if args.workers == 1:
-            app = build_gateway(path, 1)
-            app.run(host=host, port=port, single_process=True, access_log=args.access_log, motd=False)
+            app = build_gateway(path, 1, host)
+            app.run(host=host, port=port, single_process=True, **options)
         else:
             from sanic.worker.loader import AppLoader
 
-            loader = AppLoader(factory=partial(build_gateway, path, args.workers))
+            loader = AppLoader(factory=partial(build_gateway, path, args.workers, host))
             app = loader.load()
-            app.prepare(host=host, port=port, workers=args.workers, access_log=args.access_log, motd=False)
+            app.prepare(host=host, port=port, workers=args.workers, **options)
             Sanic.serve(primary=app, app_loader=loader)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -10,7 +10,9 @@ throughput rule on, 25 requests per second allowed locally.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import secrets
 import signal
 import socket
 import sys
@@ -32,6 +34,7 @@ from .demo_contracts import (
     run_contract_calls,
 )
 from .processes import ProcessGroup, StartupError
+from .security import TOKEN_ENV
 from .stats import mean, percentile
 
 DEMO_HOST = "127.0.0.1"
@@ -119,8 +122,15 @@ def gateway_config(edges: dict[str, str], expected_throughput: int, contract_add
     return text
 
 
-async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: Path) -> str:
-    """Start the edges and the gateway; return the gateway's base URL."""
+def demo_token() -> tuple[str, bool]:
+    """The operator's token for this run: ``$OFFLOAD_API_TOKEN``, else a new one; and whether it is new."""
+    given = os.environ.get(TOKEN_ENV, "").strip()
+    return (given, False) if given else (secrets.token_urlsafe(24), True)
+
+
+async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: Path, token: str) -> str:
+    """Start the edges and the gateway, all with the operator's ``token``; return the gateway's base URL."""
+    token_env = {TOKEN_ENV: token}
     ports = {plan.name: free_port() for plan in DEMO_EDGES}
     addresses = [f"{DEMO_HOST}:{port}" for port in ports.values()]
     edges = {plan.name: f"http://{DEMO_HOST}:{ports[plan.name]}" for plan in DEMO_EDGES}
@@ -136,7 +146,7 @@ async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: P
         ]  # fmt: skip
         if with_contracts:
             argv += chain_args(index == 0, chain_url)
-        started.append(group.start(plan.name, argv, edges[plan.name] + "/health"))
+        started.append(group.start(plan.name, argv, edges[plan.name] + "/health", env=token_env))
     await asyncio.gather(*(group.wait_healthy(process) for process in started))
     contract_addresses = await deployed_contracts(edges[DEMO_EDGES[0].name]) if with_contracts else {}
 
@@ -147,7 +157,7 @@ async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: P
         sys.executable, "-m", "offload", "serve",
         "--config", str(config_path), "--host", DEMO_HOST, "--port", str(options.port),
     ]  # fmt: skip
-    env = {KEY_ENV: DEMO_PRIVATE_KEY} if with_contracts else None
+    env = {**token_env, KEY_ENV: DEMO_PRIVATE_KEY} if with_contracts else token_env
     await group.wait_healthy(group.start("gateway", argv, gateway_url + "/health", env=env))
     return gateway_url
 
@@ -236,6 +246,24 @@ def report(samples: list[Sample], options: DemoOptions) -> str:
     return "\n".join(lines)
 
 
+def operator_help(gateway_url: str, token: str, made: bool) -> list[str]:
+    """How to send a write (it needs the operator's token) to the demo gateway."""
+    if made:
+        where = [
+            f"\noperator token, made for this run (set {TOKEN_ENV} to choose your own):",
+            f"  export {TOKEN_ENV}={token}",
+        ]
+    else:
+        where = [f"\noperator token: the one in ${TOKEN_ENV}"]
+    write = f"{gateway_url}/contracts/Counter/increment" if contracts_available() else f"{gateway_url}/updateservers"
+    return [
+        *where,
+        "writes need it; reads do not:",
+        f"  curl -X POST -H \"Authorization: Bearer ${TOKEN_ENV}\" -H 'Content-Type: application/json' "
+        f"-d '{{}}' {write}",
+    ]
+
+
 async def wait_for_signal() -> None:
     """Block until SIGINT or SIGTERM."""
     stop = asyncio.Event()
@@ -254,7 +282,8 @@ async def run_demo(options: DemoOptions) -> int:
         group = ProcessGroup(Path(workdir))
         try:
             print("starting 3 edge servers and the gateway on loopback ...", file=sys.stderr)
-            gateway_url = await start_everything(group, options, Path(workdir))
+            token, made = demo_token()
+            gateway_url = await start_everything(group, options, Path(workdir), token)
             for process in group.processes:
                 print(f"  {process.name:<10} pid {process.pid:<7} {process.health_url.rsplit('/', 1)[0]}")
             if options.serve:
@@ -263,6 +292,7 @@ async def run_demo(options: DemoOptions) -> int:
                     print(
                         f"               curl '{gateway_url}/contracts/execcontract?contractID=Hello&operation=hello'"
                     )
+                print("\n".join(operator_help(gateway_url, token, made)))
                 await wait_for_signal()
                 return 0
             print(
@@ -276,7 +306,7 @@ async def run_demo(options: DemoOptions) -> int:
             print(report(samples, options))
             healthy = all(sample.status == 200 for sample in samples)
             if contracts_available():
-                lines, contracts_ok = await run_contract_calls(gateway_url)
+                lines, contracts_ok = await run_contract_calls(gateway_url, token)
                 print("\n".join(lines))
                 healthy = healthy and contracts_ok
             return 0 if healthy else 1

@@ -55,8 +55,8 @@ def contracts_config(edges: dict[str, str], addresses: dict[str, str]) -> str:
     )
 
 
-async def run_contract_calls(gateway_url: str) -> tuple[list[str], bool]:
-    """A few calls through the gateway; returns report lines and whether everything checked out."""
+async def run_contract_calls(gateway_url: str, token: str) -> tuple[list[str], bool]:
+    """A few calls through the gateway, writes with the operator's ``token``; returns report lines and success."""
     base = f"{gateway_url}/contracts"
     lines = ["", "contracts through the gateway (embedded EVM chain, every edge serving it):"]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -80,11 +80,14 @@ async def run_contract_calls(gateway_url: str) -> tuple[list[str], bool]:
         ok = ok and status == 200
         lines.append(f"  Hello.greet('edge')       {greet.get('data')!r}  (via {greet.get('server')})")
 
+        async def write(path: str) -> tuple[int, dict[str, Any]]:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.post(base + path, json={}, headers=headers) as response:
+                return response.status, await response.json()
+
         _, before = await get("/Counter/get")
         started = time.perf_counter()
-        results = await asyncio.gather(
-            *(get("/execcontract?contractID=Counter&operation=increment") for _ in range(CONCURRENT_INCREMENTS))
-        )
+        results = await asyncio.gather(*(write("/Counter/increment") for _ in range(CONCURRENT_INCREMENTS)))
         elapsed = time.perf_counter() - started
         _, after = await get("/Counter/get")
         sent = sum(1 for status, body in results if status == 200 and body["data"]["status"] == 1)

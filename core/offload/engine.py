@@ -382,35 +382,41 @@ class Engine:
     # -- changing pools ----------------------------------------------------------------------
 
     async def update_pool_from_list(self, pool_name: str, addresses: Iterable[str]) -> PoolUpdate:
-        """Merge ``addresses`` into the pool, keeping only servers that pass a probe.
+        """Merge advertised ``addresses`` into the pool, keeping only those that pass a probe.
 
-        As the original did: current servers that fail a probe are dropped too,
-        and duplicates (by address) are removed.
+        The servers configured in plugins.toml always stay, with their names and
+        ``local`` flags: an advertised list (which an edge, not the operator,
+        writes) only adds servers, and only the ones it added before can be
+        dropped again when they fail a probe. Duplicates (by address) collapse.
         """
         pool = self.registry.pool(pool_name)
         dropped: dict[str, str] = {}
-        candidates: dict[str, ServerSpec] = {
-            server.url: ServerSpec(server.name, server.url, server.local) for server in pool.servers
+        configured = [ServerSpec(s.name, s.url, s.local) for s in pool.servers if pool.is_configured(s)]
+        discovered: dict[str, ServerSpec] = {
+            server.url: ServerSpec(server.name, server.url, server.local)
+            for server in pool.servers
+            if not pool.is_configured(server)
         }
         for address in addresses:
             try:
                 url = normalize_url(address, pool.config.default_port)
             except ValueError as exc:
-                dropped[address] = str(exc)
+                dropped[str(address)[:200]] = str(exc)
                 continue
-            candidates.setdefault(url, ServerSpec(host_port(url), url))
-        trial = [pool.new_server(spec.name, spec.url, spec.local) for spec in candidates.values()]
+            if url not in pool.configured_urls:
+                discovered.setdefault(url, ServerSpec(host_port(url), url))
+        trial = [pool.new_server(spec.name, spec.url, spec.local) for spec in discovered.values()]
         results = await probe_all(
             self.session, trial, self.gateway.probe_path, self.gateway.probe_timeout_s, self.probers.get(pool.name)
         )
-        keep = []
-        for spec, result in zip(candidates.values(), results, strict=True):
+        keep = list(configured)
+        for spec, result in zip(discovered.values(), results, strict=True):
             if result.ok:
                 keep.append(spec)
             else:
                 dropped[host_port(spec.url)] = result.error or "probe failed"
         pool.replace(keep)
-        # Fresh probe results for the servers that stay, new ones included.
+        # Fresh probe results for the discovered servers that stay, new ones included.
         for server, probed in zip(trial, results, strict=True):
             live = pool.find(server.url)
             if live is not None:

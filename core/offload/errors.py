@@ -24,12 +24,15 @@ class OffloadError(Exception):
         *,
         server: str | None = None,
         details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.server = server
         self.details = details or {}
+        # Extra response headers (e.g. WWW-Authenticate on a 401).
+        self.headers = headers or {}
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body of the error response."""

@@ -98,9 +98,17 @@ async def fetch_server_list(session: aiohttp.ClientSession, url: str, timeout_s:
     return parse_server_list(payload, url)
 
 
+# An edge's list is probed address by address: a longer one is a way to make us probe the world.
+MAX_ADVERTISED_SERVERS = 64
+
+
 def parse_server_list(payload: object, source: str) -> list[str]:
     """Validate ``{"data": [addresses]}`` and return the addresses."""
     addresses = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(addresses, list) or not all(isinstance(item, str) for item in addresses):
         raise OffloadError(502, f'server list from {source} is not {{"data": [addresses]}}')
+    if len(addresses) > MAX_ADVERTISED_SERVERS:
+        raise OffloadError(
+            502, f"server list from {source} has {len(addresses)} addresses, more than {MAX_ADVERTISED_SERVERS}"
+        )
     return addresses

@@ -171,6 +171,8 @@ class Pool:
         self.servers: list[Server] = []
         for spec in config.servers:
             self.add(spec)
+        # The operator's servers from plugins.toml: no caller or advertised list removes or renames them.
+        self.configured_urls = frozenset(server.url for server in self.servers)
 
     @property
     def name(self) -> str:
@@ -231,6 +233,10 @@ class Pool:
             else:
                 self.add(spec)
 
+    def is_configured(self, server: Server) -> bool:
+        """Whether ``server`` came from plugins.toml (not from an advertised list)."""
+        return server.url in self.configured_urls
+
     def local_server(self) -> Server | None:
         """The device itself, if the pool has it."""
         return next((server for server in self.servers if server.local), None)
@@ -256,7 +262,7 @@ class Pool:
             "consider_throughput": config.consider_throughput,
             "expected_throughput": config.expected_throughput,
             "window_s": config.window_s,
-            "servers": [server.describe() for server in self.servers],
+            "servers": [{**server.describe(), "configured": self.is_configured(server)} for server in self.servers],
         }
 
 

@@ -39,9 +39,19 @@ class JsonErrorHandler(ErrorHandler):
     """Renders every exception as a JSON error with the right status."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        reply = self.render(request, exception)
+        if reply.status < 500:
+            # One line per refused request, never a traceback: a caller's mistake is not our error.
+            log.info("%s %.120s -> %d", request.method, request.path, reply.status)
+        return reply
+
+    def render(self, request: Request, exception: Exception) -> HTTPResponse:
+        """The JSON answer for ``exception``."""
         if isinstance(exception, OffloadError):
-            headers = {SERVER_HEADER: exception.server} if exception.server else None
-            return response.json(exception.to_json(), status=exception.status, headers=headers)
+            headers = dict(exception.headers)
+            if exception.server:
+                headers[SERVER_HEADER] = exception.server
+            return response.json(exception.to_json(), status=exception.status, headers=headers or None)
         if isinstance(exception, SanicException):
             status = exception.status_code
             message = str(exception) or exception.message or "request failed"

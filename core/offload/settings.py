@@ -36,6 +36,17 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "probe_path": "/health",
     "max_connections": 256,
     "upstream_client": "native",
+    # Who may call (see offload.security and docs/security.md).
+    "api_token_file": "",
+    "allowed_hosts": [],
+    "allowed_origins": [],
+    # Limits on callers: body size, time to send a request, idle keep-alive, open connections.
+    "max_body_bytes": 1_048_576,
+    "request_timeout_s": 10.0,
+    "keep_alive_timeout_s": 15.0,
+    "max_client_connections": 512,
+    # Limit on upstreams: the largest answer read from an edge or node.
+    "max_response_bytes": 16_777_216,
 }
 # The clients tasks can be sent with (see offload.upstream).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
@@ -79,6 +90,16 @@ class GatewaySettings:
     max_connections: int = GATEWAY_DEFAULTS["max_connections"]
     # "native" (lean HTTP/1.1 keep-alive client; https goes through aiohttp) or "aiohttp" for every task.
     upstream_client: str = GATEWAY_DEFAULTS["upstream_client"]
+    # A file holding the operator's token ($OFFLOAD_API_TOKEN wins); relative to plugins.toml.
+    api_token_file: str = GATEWAY_DEFAULTS["api_token_file"]
+    # Host names (besides loopback and the bind address) and browser origins allowed to call.
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = GATEWAY_DEFAULTS["max_body_bytes"]
+    request_timeout_s: float = GATEWAY_DEFAULTS["request_timeout_s"]
+    keep_alive_timeout_s: float = GATEWAY_DEFAULTS["keep_alive_timeout_s"]
+    max_client_connections: int = GATEWAY_DEFAULTS["max_client_connections"]
+    max_response_bytes: int = GATEWAY_DEFAULTS["max_response_bytes"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +174,12 @@ class OptionReader:
             raise self.fail(key, "a number of at least 0")
         return float(value)
 
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.table[key]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise self.fail(key, "a list of non-empty strings")
+        return tuple(value)
+
     def fraction(self, key: str) -> float:
         value = self.non_negative_number(key)
         if value > 1:
@@ -207,6 +234,14 @@ def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> Gateway
         probe_path=probe_path,
         max_connections=reader.integer("max_connections", 1),
         upstream_client=reader.choice("upstream_client", UPSTREAM_CLIENTS),
+        api_token_file=reader.string("api_token_file"),
+        allowed_hosts=reader.strings("allowed_hosts"),
+        allowed_origins=reader.strings("allowed_origins"),
+        max_body_bytes=reader.integer("max_body_bytes", 0, 1 << 30),
+        request_timeout_s=reader.positive_number("request_timeout_s"),
+        keep_alive_timeout_s=reader.positive_number("keep_alive_timeout_s"),
+        max_client_connections=reader.integer("max_client_connections", 1, 1_000_000),
+        max_response_bytes=reader.integer("max_response_bytes", 1024, 1 << 31),
     )
 
 

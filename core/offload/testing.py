@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from sanic import Sanic
 
+from .connections import GuardedHttpProtocol
+
 
 @dataclass(frozen=True)
 class RunningServer:
@@ -55,7 +57,7 @@ async def serve_app(app: Sanic, host: str = "127.0.0.1", port: int = 0) -> Async
     app.config.MOTD = False
     sock = bind_loopback(host, port)
     bound_port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, access_log=False, noisy_exceptions=False)
+    server = await app.create_server(sock=sock, access_log=False, noisy_exceptions=False, protocol=GuardedHttpProtocol)
     if server is None:  # pragma: no cover - create_server always returns one on current Sanic
         raise RuntimeError("Sanic did not create a server")
     await server.startup()

@@ -9,7 +9,7 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import OffloadError, Task, hookimpl
+from offload import OPERATOR, READ, OffloadError, Task, hookimpl
 from offload.context import PluginContext
 from offload.health import parse_server_list
 from offload.responses import envelope_response
@@ -45,7 +45,7 @@ def add_cpu_task(
         return await run(request, f"/tasks/{route}/{bounded_int(param, value, maximum)}")
 
     handler.__doc__ = doc
-    blueprint.add_route(handler, f"/{route}/<value>", methods=["GET"], name=f"task_{route}")
+    blueprint.add_route(handler, f"/{route}/<value>", methods=["GET"], name=f"task_{route}", ctx_access=READ)
 
 
 def requested_server(request: Request) -> str | None:
@@ -63,12 +63,19 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
         result = await plugin.offload(Task(path), server=requested_server(request))
         return envelope_response(result)
 
-    @blueprint.get("/")
+    @blueprint.get("/updateservers", ctx_access=READ)
+    async def update_servers_by_get(request: Request) -> HTTPResponse:
+        """The original's GET form, refused: changing the pool is an operator's POST."""
+        raise OffloadError(
+            405, "updateservers changes the server pool: POST it with 'Authorization: Bearer <operator token>'"
+        )
+
+    @blueprint.get("/", ctx_access=READ)
     async def hello(request: Request) -> HTTPResponse:
         """Hello world from the chosen server (its /hello)."""
         return await run(request, "/hello")
 
-    @blueprint.get("/square/<num>")
+    @blueprint.get("/square/<num>", ctx_access=READ)
     async def square(request: Request, num: str) -> HTTPResponse:
         """``num`` squared on the chosen server: 20 -> "400.0"."""
         return await run(request, f"/offloading/{finite_number('num', num)}")
@@ -83,20 +90,24 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
             raise OffloadError(502, f"server {result.server!r} answered HTTP {result.status_code} for its list")
         return parse_server_list(result.data, result.server), result.server, time.perf_counter() - started
 
-    @blueprint.get("/getserverlists")
+    @blueprint.get("/getserverlists", ctx_access=READ)
     async def get_server_lists(request: Request) -> HTTPResponse:
         """The server list a chosen edge advertises (the original protocol)."""
         addresses, server, elapsed = await fetch_remote_list(request)
         return response.json({"data": addresses, "server": server, "status_code": 200, "time": elapsed})
 
-    @blueprint.get("/listservers")
+    @blueprint.get("/listservers", ctx_access=READ)
     async def list_servers(request: Request) -> HTTPResponse:
         """Addresses of the servers currently in the pool."""
         return response.json({"data": plugin.pool().addresses()})
 
-    @blueprint.get("/updateservers")
+    @blueprint.post("/updateservers", ctx_access=OPERATOR)
     async def update_servers(request: Request) -> HTTPResponse:
-        """Replace the pool with the edge's list: probe each, drop failures, drop duplicates."""
+        """Operator only: add the servers a chosen edge advertises that pass a probe.
+
+        Servers from plugins.toml always stay as configured; servers added by an
+        earlier update are dropped again when they fail their probe.
+        """
         addresses, server, elapsed = await fetch_remote_list(request)
         update = await plugin.update_pool(addresses)
         return response.json(

@@ -1,0 +1,100 @@
+"""A cap on open client connections that idle or half-sent requests cannot use to lock callers out.
+
+Without a cap, a caller that opens a thousand connections and sends half a
+request on each holds a descriptor per connection until the request timeout:
+past the process's descriptor limit nobody else gets in. With a plain cap, the
+same caller holds every slot instead. So at the cap, a new connection is let in
+and the oldest connection that is *not* being answered (idle between requests,
+or still sending its request) is closed: a request that has been received is
+never dropped, and an attacker's stalled connections are the first to go.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from typing import Any
+
+from sanic.exceptions import BadRequest
+from sanic.http import Http
+from sanic.http.constants import Stage
+from sanic.server.protocols.http_protocol import HttpProtocol
+
+__all__ = ["GuardedHttpProtocol", "raise_descriptor_limit"]
+
+log = logging.getLogger("offload.connections")
+# Descriptors kept for everything that is not a client connection: upstream connections, files, logs.
+DESCRIPTOR_RESERVE = 320
+_EVICTABLE = (Stage.IDLE, Stage.REQUEST)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft descriptor limit to the hard one; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit we have
+    return soft
+
+
+def client_connection_cap(configured: int, descriptor_limit: int) -> int:
+    """``configured``, lowered so client connections can never use up the process's descriptors."""
+    return max(1, min(configured, descriptor_limit - DESCRIPTOR_RESERVE))
+
+
+class AnsweringHttp(Http):
+    """Sanic's HTTP/1.1 exchange, answering 400 to a request line whose target it cannot parse.
+
+    Sanic builds a stand-in request for its error answer from the same target
+    (``CONNECT host:443``, a NUL byte, ...), which fails again: the caller got no
+    answer and the log two tracebacks. The stand-in gets ``*`` instead.
+    """
+
+    __slots__ = ()
+
+    def create_empty_request(self) -> None:
+        try:
+            super().create_empty_request()
+        except BadRequest:
+            self.url = None
+            super().create_empty_request()
+
+
+class GuardedHttpProtocol(HttpProtocol):
+    """Sanic's HTTP/1.1 protocol with the connection cap of ``app.ctx.max_client_connections``."""
+
+    HTTP_CLASS = AnsweringHttp
+    # Sanic's protocols have slots: our per-connection state needs its own.
+    __slots__ = ("offload_evicted", "offload_opened")
+
+    def connection_made(self, transport: Any) -> None:
+        self.offload_opened = time.monotonic()
+        self.offload_evicted = False
+        cap = getattr(self.app.ctx, "max_client_connections", 0)
+        if cap and len(self.connections) >= cap:
+            self._evict_oldest_unanswered(cap)
+        super().connection_made(transport)
+
+    def _evict_oldest_unanswered(self, cap: int) -> None:
+        oldest: HttpProtocol | None = None
+        live = [connection for connection in self.connections if not getattr(connection, "offload_evicted", False)]
+        if len(live) < cap:
+            return  # earlier evictions are still closing
+        for connection in live:
+            http = connection._http  # Sanic's per-connection state; None before its task starts
+            stage = http.stage if http is not None else Stage.IDLE
+            if stage in _EVICTABLE and (
+                oldest is None or getattr(connection, "offload_opened", 0) < getattr(oldest, "offload_opened", 0)
+            ):
+                oldest = connection
+        if oldest is None:
+            log.warning("%d client connections, every one being answered: letting one more in", cap)
+            return
+        log.info("at the limit of %d client connections: closed the oldest one not being answered", cap)
+        oldest.offload_evicted = True
+        oldest.abort()
