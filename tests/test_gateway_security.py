@@ -15,11 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import OPERATOR_HEADERS, TEST_TOKEN, EdgeFactory, Gateway, GatewayFactory, servers_table
 
 from offload.errors import ConfigError
 from offload.security import TOKEN_ENV, is_loopback_host, load_api_token
 from offload.testing import bind_loopback
+
+from conftest import OPERATOR_HEADERS, TEST_TOKEN, EdgeFactory, Gateway, GatewayFactory, servers_table
 
 
 def math_config(servers: list[dict[str, Any]], **gateway: Any) -> dict[str, Any]:
@@ -226,9 +227,11 @@ async def test_an_oversized_body_is_refused_before_it_is_sent(edge: EdgeFactory,
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     # A chunked body that grows past the limit is cut off too.
     chunk = b"x" * 800
-    chunked = head.replace(b"Content-Length: 100000000", b"Transfer-Encoding: chunked") + (
-        b"%x\r\n%s\r\n" % (len(chunk), chunk)
-    ) * 3 + b"0\r\n\r\n"
+    chunked = (
+        head.replace(b"Content-Length: 100000000", b"Transfer-Encoding: chunked")
+        + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 3
+        + b"0\r\n\r\n"
+    )
     answer = await raw_exchange(gw.server.port, chunked)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     await assert_healthy(gw)
@@ -262,10 +265,10 @@ async def test_half_sent_requests_cannot_lock_callers_out(edge: EdgeFactory, gat
             stalled.append((reader, writer))
         await asyncio.gather(*(writer.drain() for _, writer in stalled))
         # A caller arriving now is answered at once.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as fresh:
-            async with fresh.get(gw.server.make_url("/square/5")) as reply:
-                assert reply.status == 200
-                assert (await reply.json())["data"] == "25.0"
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as fresh, fresh.get(gw.server.make_url("/square/5")) as reply:
+            assert reply.status == 200
+            assert (await reply.json())["data"] == "25.0"
         # The oldest stalled connections were closed to make room: the first one reads EOF.
         first_reader = stalled[0][0]
         assert await asyncio.wait_for(first_reader.read(), 5) == b""

@@ -316,3 +316,33 @@ async def test_plain_request_bytes_are_built_once_and_kept_bounded(client: Nativ
     for number in range(PLAIN_MESSAGES_KEPT + 10):
         client._message("GET", origin, Task(f"/square/{number}"))
     assert len(client._plain_messages) <= PLAIN_MESSAGES_KEPT
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "close-delimited"])
+@pytest.mark.parametrize("which", ["native", "aiohttp"])
+async def test_an_answer_larger_than_the_limit_is_refused(raw_server, framing: str, which: str) -> None:
+    body = b"x" * 50_000
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        if framing == "content-length":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif framing == "chunked":
+            chunks = b"".join(b"%x\r\n%s\r\n" % (1000, body[i : i + 1000]) for i in range(0, len(body), 1000))
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.0 200 OK\r\n\r\n" + body)
+        await writer.drain()
+
+    base = await raw_server(big)
+    async with aiohttp.ClientSession() as session:
+        fallback = AiohttpUpstream(session, max_body=10_000)
+        upstream = NativeHttpClient(fallback, max_body=10_000) if which == "native" else fallback
+        with pytest.raises(UpstreamUnreachable, match="larger than 10000 bytes"):
+            await upstream.request(base, Task("/"), TIMEOUT_S)
+        await upstream.close()
+        # Within the limit, the same answer is read whole.
+        roomy = AiohttpUpstream(session, max_body=len(body))
+        upstream = NativeHttpClient(roomy, max_body=len(body)) if which == "native" else roomy
+        assert (await upstream.request(base, Task("/"), TIMEOUT_S)).body == body
+        await upstream.close()

@@ -146,9 +146,12 @@ class Engine:
             # Fewer headers to build and send on every call; edges need none of them.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
-        fallback = AiohttpUpstream(self._session)
+        max_body = self.gateway.max_response_bytes
+        fallback = AiohttpUpstream(self._session, max_body=max_body)
         if self.gateway.upstream_client == "native":
-            self._client = NativeHttpClient(fallback, limit=self.gateway.max_connections, keepalive_s=KEEPALIVE_S)
+            self._client = NativeHttpClient(
+                fallback, limit=self.gateway.max_connections, keepalive_s=KEEPALIVE_S, max_body=max_body
+            )
         else:
             self._client = fallback
         for pool in self.registry.pools.values():

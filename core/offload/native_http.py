@@ -60,8 +60,9 @@ def _media_type(raw: bytes) -> str:
 class _Exchange(asyncio.Protocol):
     """One keep-alive connection; reads one response at a time with httptools."""
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, max_body: int = 1 << 62) -> None:
         self.origin = origin
+        self.max_body = max_body
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -75,6 +76,7 @@ class _Exchange(asyncio.Protocol):
         self.framed = False  # Content-Length or chunked: the body's end is known without EOF
         self.headers_done = False
         self.chunks: list[bytes] = []
+        self.body_size = 0
         self.received_any = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -127,6 +129,11 @@ class _Exchange(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        self.body_size += len(body)
+        if self.body_size > self.max_body:
+            # Holding more would let one upstream answer take the gateway's memory.
+            self._fail(UpstreamUnreachable(f"answer larger than {self.max_body} bytes ([gateway] max_response_bytes)"))
+            self.close()
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:
@@ -182,12 +189,16 @@ class _Exchange(asyncio.Protocol):
 class NativeHttpClient:
     """Keep-alive connections per server, at most ``limit`` busy at once, idle ones kept ``keepalive_s``.
 
+    An answer whose body grows past ``max_body`` bytes fails as unreachable.
     ``fallback`` serves what this client does not speak (``https://``, ``HEAD``).
     """
 
-    def __init__(self, fallback: AiohttpUpstream, *, limit: int = 256, keepalive_s: float = 30.0) -> None:
+    def __init__(
+        self, fallback: AiohttpUpstream, *, limit: int = 256, keepalive_s: float = 30.0, max_body: int = 1 << 24
+    ) -> None:
         self.fallback = fallback
         self.limit = limit
+        self.max_body = max_body
         self.keepalive_s = keepalive_s
         self._slots = asyncio.Semaphore(limit)
         self._origins: dict[str, Origin | None] = {}
@@ -282,7 +293,9 @@ class NativeHttpClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
-                _, exchange = await loop.create_connection(lambda: _Exchange(origin), origin.host, origin.port)
+                _, exchange = await loop.create_connection(
+                    lambda: _Exchange(origin, self.max_body), origin.host, origin.port
+                )
         except TimeoutError:
             raise  # the request's deadline (TimeoutError is an OSError too)
         except OSError as exc:

@@ -71,8 +71,9 @@ def media_type(value: str | None) -> str:
 class AiohttpUpstream:
     """The shared aiohttp session behind the :class:`UpstreamClient` interface (it does not own it)."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, max_body: int = 1 << 24) -> None:
         self.session = session
+        self.max_body = max_body
 
     async def request(self, base_url: str, task: Task, timeout_s: float) -> UpstreamReply:
         """See :meth:`UpstreamClient.request`."""
@@ -86,7 +87,7 @@ class AiohttpUpstream:
                 headers=task.headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as response:
-                content = await response.read()
+                content = await self._read(response)
                 return UpstreamReply(response.status, media_type(response.headers.get("Content-Type")), content)
         except TimeoutError:
             raise  # aiohttp's timeouts are ClientErrors too; they stay timeouts (504, not 502)
@@ -94,6 +95,17 @@ class AiohttpUpstream:
             raise UpstreamUnreachable(
                 describe_exception(exc), never_arrived=isinstance(exc, aiohttp.ClientConnectorError)
             ) from exc
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused (as unreachable) once it grows past ``max_body`` bytes."""
+        if response.content_length is not None and response.content_length <= self.max_body:
+            return await response.read()
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > self.max_body:
+                raise UpstreamUnreachable(f"answer larger than {self.max_body} bytes ([gateway] max_response_bytes)")
+        return bytes(body)
 
     def prune_idle(self) -> int:
         """Nothing to do: aiohttp's connector expires idle connections itself."""
