@@ -291,3 +291,41 @@ async def test_a_request_that_is_never_finished_is_timed_out(edge: EdgeFactory, 
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert waited < 3
+
+
+# --- edges do not decide where traffic goes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upstream_client", ["native", "aiohttp"])
+async def test_redirects_from_an_edge_are_never_followed(
+    test_server: Any, gateway: GatewayFactory, upstream_client: str
+) -> None:
+    from sanic import Request, Sanic, response
+
+    hits: list[str] = []
+    target = Sanic(f"redirect_target_{upstream_client}")
+
+    @target.route("/<path:path>")
+    async def anything(request: Request, path: str) -> Any:
+        hits.append(path)
+        return response.text("followed")
+
+    target_server = await test_server(target)
+    rogue = Sanic(f"rogue_edge_{upstream_client}")
+
+    @rogue.route("/<path:path>")
+    async def redirect(request: Request, path: str) -> Any:
+        return response.redirect(target_server.make_url("/" + path), status=302)
+
+    rogue_server = await test_server(rogue)
+    gw = await gateway(
+        {
+            "gateway": {"upstream_client": upstream_client},
+            "plugins": {"math": {"servers": [{"name": "rogue", "url": rogue_server.url}]}},
+        }
+    )
+    await gw.app.ctx.engine.probe_now()
+    status, body, _ = await gw.get_json("/square/3")
+    assert body["status_code"] == 302, body
+    assert body["data"] != "followed"
+    assert hits == []

@@ -40,7 +40,9 @@ async def probe_server(session: aiohttp.ClientSession, server: Server, path: str
     """GET ``path`` on ``server``; any answer below 500 means it is alive."""
     started = time.perf_counter()
     try:
-        async with session.get(server.url + path, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        async with session.get(
+            server.url + path, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False
+        ) as response:
             await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -87,7 +89,7 @@ async def probe_all(
 async def fetch_server_list(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[str]:
     """GET a server list in the original protocol ``{"data": [addresses]}``."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False) as response:
             if response.status != 200:
                 raise OffloadError(502, f"server list {url} answered HTTP {response.status}")
             payload = await response.json(content_type=None)

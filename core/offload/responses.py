@@ -42,7 +42,8 @@ class JsonErrorHandler(ErrorHandler):
         reply = self.render(request, exception)
         if reply.status < 500:
             # One line per refused request, never a traceback: a caller's mistake is not our error.
-            log.info("%s %.120s -> %d", request.method, request.path, reply.status)
+            # %r keeps a caller's control characters out of the log's line structure.
+            log.info("%s %.120r -> %d: %.160r", request.method, request.path, reply.status, str(exception))
         return reply
 
     def render(self, request: Request, exception: Exception) -> HTTPResponse:

@@ -54,6 +54,9 @@ async def serve_app(app: Sanic, host: str = "127.0.0.1", port: int = 0) -> Async
     # Several apps in one process need Sanic's test mode: without it the second
     # app's startup re-compiles methods the first already rewrote, and fails.
     Sanic.test_mode = True
+    # TouchUp rewrites request handling on the Sanic *class* for the signals one app has; another
+    # app in the same process (one without the gateway's signal, say) would then fail on every request.
+    app.config.TOUCHUP = False
     app.config.MOTD = False
     sock = bind_loopback(host, port)
     bound_port = sock.getsockname()[1]

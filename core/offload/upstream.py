@@ -86,6 +86,8 @@ class AiohttpUpstream:
                 data=task.body,
                 headers=task.headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
+                # Where traffic goes is the operator's choice, never a redirect's.
+                allow_redirects=False,
             ) as response:
                 content = await self._read(response)
                 return UpstreamReply(response.status, media_type(response.headers.get("Content-Type")), content)
