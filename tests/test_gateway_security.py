@@ -277,6 +277,49 @@ async def test_half_sent_requests_cannot_lock_callers_out(edge: EdgeFactory, gat
             writer.close()
 
 
+async def test_bodies_sent_slowly_cannot_lock_callers_out(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+    local = await edge("local")
+    gw = await gateway(math_config(servers_table(("local", local)), max_client_connections=20))
+    head = (
+        b"POST /updateservers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + TEST_TOKEN.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    stalled: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(60):  # bodies promised and never finished, three times the cap
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+            writer.write(head)
+            await writer.drain()
+            stalled.append((reader, writer))
+        status, body = await status_of(gw.client, "GET", "/square/6")
+        assert (status, body["data"]) == (200, "36.0")
+        assert await asyncio.wait_for(stalled[0][0].read(), 5) == b""
+    finally:
+        for _, writer in stalled:
+            writer.close()
+
+
+async def test_at_the_cap_with_every_connection_answering_a_new_one_gets_503(
+    edge: EdgeFactory, gateway: GatewayFactory
+) -> None:
+    slow = await edge("slow", delay_ms=1500)
+    gw = await gateway(math_config(servers_table(("slow", slow)), max_client_connections=3))
+    busy = [asyncio.create_task(status_of(gw.client, "GET", f"/square/{n}")) for n in range(3)]
+
+    def inflight() -> int:
+        return sum(server["inflight"] for server in gw.app.ctx.registry.describe()["math"]["servers"])
+
+    for _ in range(200):  # bounded poll until the three requests are being answered
+        if inflight() >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert inflight() == 3
+    answer = await raw_exchange(gw.server.port, b"GET /square/2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+    assert b"too many connections" in answer
+    assert [status for status, _ in await asyncio.gather(*busy)] == [200, 200, 200]
+
+
 async def test_a_request_that_is_never_finished_is_timed_out(edge: EdgeFactory, gateway: GatewayFactory) -> None:
     local = await edge("local")
     gw = await gateway(math_config(servers_table(("local", local)), request_timeout_s=0.5))
@@ -326,6 +369,6 @@ async def test_redirects_from_an_edge_are_never_followed(
     )
     await gw.app.ctx.engine.probe_now()
     status, body, _ = await gw.get_json("/square/3")
-    assert body["status_code"] == 302, body
+    assert (status, body["status_code"]) == (302, 302), body
     assert body["data"] != "followed"
     assert hits == []

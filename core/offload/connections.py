@@ -5,12 +5,15 @@ request on each holds a descriptor per connection until the request timeout:
 past the process's descriptor limit nobody else gets in. With a plain cap, the
 same caller holds every slot instead. So at the cap, a new connection is let in
 and the oldest connection that is *not* being answered (idle between requests,
-or still sending its request) is closed: a request that has been received is
-never dropped, and an attacker's stalled connections are the first to go.
+or still sending its request line, headers or body) is closed: a request that
+has been received is never dropped, and an attacker's stalled connections are
+the first to go. Only when every connection holds a received request is the new
+one refused, with a 503.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import time
@@ -27,6 +30,11 @@ log = logging.getLogger("offload.connections")
 # Descriptors kept for everything that is not a client connection: upstream connections, files, logs.
 DESCRIPTOR_RESERVE = 320
 _EVICTABLE = (Stage.IDLE, Stage.REQUEST)
+_BUSY_BODY = json.dumps({"error": "too many connections: try again shortly", "status_code": 503}).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 def raise_descriptor_limit() -> int:
@@ -76,25 +84,36 @@ class GuardedHttpProtocol(HttpProtocol):
         self.offload_opened = time.monotonic()
         self.offload_evicted = False
         cap = getattr(self.app.ctx, "max_client_connections", 0)
-        if cap and len(self.connections) >= cap:
-            self._evict_oldest_unanswered(cap)
+        admitted = not cap or len(self.connections) < cap or self._evict_oldest_unanswered(cap)
         super().connection_made(transport)
+        if not admitted:
+            log.warning("at the limit of %d client connections, every one holding a request: refused one", cap)
+            self.offload_evicted = True
+            transport.write(_BUSY)
+            self.close()
 
-    def _evict_oldest_unanswered(self, cap: int) -> None:
+    def _evict_oldest_unanswered(self, cap: int) -> bool:
+        """Close the oldest connection not being answered, if the cap is really reached; False if none can go."""
         oldest: HttpProtocol | None = None
         live = [connection for connection in self.connections if not getattr(connection, "offload_evicted", False)]
         if len(live) < cap:
-            return  # earlier evictions are still closing
+            return True  # earlier evictions are still closing
         for connection in live:
-            http = connection._http  # Sanic's per-connection state; None before its task starts
-            stage = http.stage if http is not None else Stage.IDLE
-            if stage in _EVICTABLE and (
+            if _still_receiving(connection) and (
                 oldest is None or getattr(connection, "offload_opened", 0) < getattr(oldest, "offload_opened", 0)
             ):
                 oldest = connection
         if oldest is None:
-            log.warning("%d client connections, every one being answered: letting one more in", cap)
-            return
+            return False
         log.info("at the limit of %d client connections: closed the oldest one not being answered", cap)
         oldest.offload_evicted = True
         oldest.abort()
+        return True
+
+
+def _still_receiving(connection: HttpProtocol) -> bool:
+    """Idle between requests, or still receiving a request's line, headers or body."""
+    http = connection._http  # Sanic's per-connection state; None before its task starts
+    if http is None:
+        return True
+    return http.stage in _EVICTABLE or (http.stage is Stage.HANDLER and bool(http.request_body))
