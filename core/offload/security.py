@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sanic import Request, Sanic
@@ -57,6 +57,7 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Content types an HTML form (or a no-preflight fetch) can send cross-site: never accepted for a write.
 _SIMPLE_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+HOST_VERDICTS_KEPT = 256
 # A token shorter than this is guessable by a patient attacker on the local network.
 MIN_TOKEN_LENGTH = 16
 HOW_TO_CONFIGURE = (
@@ -129,6 +130,8 @@ class AccessGuard:
     allowed_hosts: frozenset[str]
     allowed_origins: frozenset[str]
     max_body_bytes: int
+    # Host headers already judged: parsing an address on every request is measurable.
+    _host_verdicts: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -149,8 +152,14 @@ class AccessGuard:
         """Loopback names, the bind address and ``allowed_hosts``; no Host at all is a non-browser client."""
         if host_header is None:
             return True
-        name = _hostname(host_header)
-        return is_loopback_host(name) or name in self.allowed_hosts
+        verdict = self._host_verdicts.get(host_header)
+        if verdict is None:
+            name = _hostname(host_header)
+            verdict = is_loopback_host(name) or name in self.allowed_hosts
+            if len(self._host_verdicts) >= HOST_VERDICTS_KEPT:
+                self._host_verdicts.clear()  # a crude bound: callers can send endless names
+            self._host_verdicts[host_header] = verdict
+        return verdict
 
     def cross_site(self, request: Request) -> str | None:
         """Why ``request`` is a cross-site request we refuse, or None."""
