@@ -61,3 +61,58 @@ def test_mistakes_name_the_parameter_and_type(positional: list, named: dict, mes
     assert caught.value.status == 400
     assert "Token.transfer(address to, uint256 amount)" in caught.value.message
     assert message in caught.value.message
+
+
+SIZED = {
+    "type": "function",
+    "name": "store",
+    "inputs": [
+        {"name": "note", "type": "string"},
+        {"name": "blob", "type": "bytes"},
+        {"name": "ids", "type": "uint8[]"},
+    ],
+    "stateMutability": "nonpayable",
+}
+
+
+def test_arguments_up_to_max_arg_bytes_are_taken() -> None:
+    assert bind_arguments("Box", SIZED, ["x" * 64, "0x" + "ab" * 64, [1] * 2], max_arg_bytes=64) == [
+        "x" * 64,
+        b"\xab" * 64,
+        [1, 1],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("positional", "parameter"),
+    [
+        (["x" * 65, "0x", []], "note"),
+        (["é" * 33, "0x", []], "note"),  # 66 bytes in UTF-8
+        (["", "0x" + "ab" * 65, []], "blob"),
+        (["", "0x", [1] * 3], "ids"),  # 3 items x 32 bytes
+        (["", "0x", "[" + "1," * 40 + "1]"], "ids"),  # the JSON text itself
+        (["", "0x", [1] * 1_000_000], "ids"),  # refused by its length, before any item is converted
+    ],
+)
+def test_larger_arguments_are_413_naming_the_parameter(positional: list, parameter: str) -> None:
+    with pytest.raises(OffloadError) as caught:
+        bind_arguments("Box", SIZED, positional, max_arg_bytes=64)
+    assert caught.value.status == 413
+    assert f"parameter {parameter!r}" in caught.value.message and "(64 bytes" in caught.value.message
+
+
+def test_nested_arrays_count_every_item() -> None:
+    assert coerce("uint8[][]", [[1], [2]]) == [[1], [2]]
+    nested = {"type": "function", "name": "grid", "inputs": [{"name": "rows", "type": "uint8[][]"}]}
+    with pytest.raises(OffloadError) as caught:
+        bind_arguments("Box", nested, [[[1] * 2] * 2], max_arg_bytes=4 * 32)  # 2 rows + 4 items
+    assert caught.value.status == 413
+
+
+def test_long_values_are_not_repeated_in_messages() -> None:
+    with pytest.raises(OffloadError) as caught:
+        bind_arguments("Token", TRANSFER, [ADDRESS, "9" * 10_000])
+    assert caught.value.status == 400 and len(caught.value.message) < 400
+    with pytest.raises(OffloadError) as caught:
+        bind_arguments("Token", TRANSFER, [ADDRESS, 1], {f"p{index}": 1 for index in range(1000)})
+    assert "and 990 more" in caught.value.message and len(caught.value.message) < 400

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from eth_account import Account
-from web3 import HTTPProvider, Web3
+from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
 
 from offload_edge.chain.artifacts import load_artifact
 
 from chain_helpers import deploy, transact
-from conftest import Gateway, GatewayFactory, Web3Factory
+from conftest import OPERATOR_HEADERS, Gateway, GatewayFactory
 from devnode import HARDHAT_ACCOUNTS, DevNode, dev_node  # noqa: F401  (dev_node is a fixture)
 
 KEY_ENV = "OFFLOAD_CONTRACTS_PRIVATE_KEY"
@@ -39,6 +40,16 @@ def deployed(dev_node: DevNode) -> Iterator[dict[str, str]]:  # noqa: F811
     yield {name: deploy_sync(w3, name, dev_node.private_keys[2]) for name in ("Hello", "Counter")}
 
 
+@pytest_asyncio.fixture
+async def operator_web3(devnode_gateway: Gateway) -> AsyncIterator[AsyncWeb3]:
+    """An unmodified web3.py async client on the gateway's /rpc that sends the operator's token."""
+    headers = {"Content-Type": "application/json", **OPERATOR_HEADERS}
+    provider = AsyncHTTPProvider(devnode_gateway.server.make_url("/contracts/rpc"), request_kwargs={"headers": headers})
+    client = AsyncWeb3(provider)
+    yield client
+    await client.provider.disconnect()
+
+
 @pytest.fixture
 async def devnode_gateway(
     dev_node: DevNode,  # noqa: F811
@@ -48,11 +59,16 @@ async def devnode_gateway(
 ) -> Gateway:
     # The gateway signs as account #1, so its nonces never race the test's own transactions.
     monkeypatch.setenv(KEY_ENV, dev_node.private_keys[1])
+    return await gateway(devnode_document(dev_node, deployed))
+
+
+def devnode_document(dev_node: DevNode, deployed: dict[str, str], **options: Any) -> dict[str, Any]:  # noqa: F811
+    """Settings for a gateway in front of the dev node, with the deployed contracts."""
     contracts = [
         {"name": name, "address": address, "abi": load_artifact(name)["abi"]} for name, address in deployed.items()
     ]
     table: dict[str, Any] = {"rpc_path": "/", "servers": [{"name": "hardhat", "url": dev_node.base_url}]}
-    return await gateway({"plugins": {"contracts": {**table, "contracts": contracts}}})
+    return {"plugins": {"contracts": {**table, "contracts": contracts, **options}}}
 
 
 def test_dev_node_is_a_real_hardhat_node(dev_node: DevNode) -> None:  # noqa: F811
@@ -74,22 +90,20 @@ async def test_views_and_ping_through_the_gateway(devnode_gateway: Gateway) -> N
 
 async def test_hundred_concurrent_increments_on_hardhat(devnode_gateway: Gateway) -> None:
     _, before, _ = await devnode_gateway.get_json("/contracts/Counter/get")
-    replies = await asyncio.gather(
-        *(
-            devnode_gateway.get_json(
-                "/contracts/execcontract", params={"contractID": "Counter", "operation": "increment"}
-            )
-            for _ in range(100)
-        )
-    )
-    assert [status for status, _, _ in replies] == [200] * 100
-    assert all(body["data"]["events"][0]["event"] == "Incremented" for _, body, _ in replies)
+
+    async def increment() -> tuple[int, Any]:
+        async with devnode_gateway.operator.post("/contracts/Counter/increment", json={}) as reply:
+            return reply.status, await reply.json()
+
+    replies = await asyncio.gather(*(increment() for _ in range(100)))
+    assert [status for status, _ in replies] == [200] * 100
+    assert all(body["data"]["events"][0]["event"] == "Incremented" for _, body in replies)
     _, after, _ = await devnode_gateway.get_json("/contracts/Counter/get")
     assert after["data"] - before["data"] == 100
 
 
 async def test_revert_reason_from_hardhat(devnode_gateway: Gateway) -> None:
-    async with devnode_gateway.client.post("/contracts/Counter/incrementBy", json={"amount": 0}) as reply:
+    async with devnode_gateway.operator.post("/contracts/Counter/incrementBy", json={"amount": 0}) as reply:
         body = await reply.json()
         assert reply.status == 422, body
     assert body["reason"] == "Counter: amount must be positive"
@@ -98,9 +112,9 @@ async def test_revert_reason_from_hardhat(devnode_gateway: Gateway) -> None:
 async def test_unmodified_web3_client_through_the_gateway_to_hardhat(
     dev_node: DevNode,  # noqa: F811
     devnode_gateway: Gateway,
-    web3_client: Web3Factory,
+    operator_web3: AsyncWeb3,
 ) -> None:
-    w3 = web3_client(devnode_gateway.server.make_url("/contracts/rpc"))
+    w3 = operator_web3
     assert await w3.eth.chain_id == 31337
     key = dev_node.private_keys[2]
     address = await deploy(w3, "Counter", key)
@@ -108,3 +122,43 @@ async def test_unmodified_web3_client_through_the_gateway_to_hardhat(
     receipt = await transact(w3, counter, "incrementBy", key, 7)
     assert receipt["status"] == 1
     assert await counter.functions.get().call() == 7
+
+
+# Init code that returns the gas it was given: eth_call without "to" answers the gas the node ran it with.
+GAS_PROBE = "0x5a60005260206000f3"
+
+
+async def test_call_gas_is_capped_on_hardhat(
+    dev_node: DevNode,  # noqa: F811
+    deployed: dict[str, str],
+    gateway: GatewayFactory,
+    devnode_gateway: Gateway,
+) -> None:
+    async def gas_seen(gw: Gateway, gas: dict[str, str]) -> int:
+        call = {"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{"data": GAS_PROBE, **gas}, "latest"]}
+        async with gw.client.post("/contracts/rpc", json=call) as reply:
+            answer = await reply.json()
+            assert reply.status == 200 and "result" in answer, answer
+        return int(answer["result"], 16)
+
+    capped = await gateway(devnode_document(dev_node, deployed, call_gas_cap=1_000_000))
+    assert 900_000 < await gas_seen(capped, {"gas": hex(10**12)}) <= 1_000_000
+    # Without a gas the default cap (50 million) is filled in within one transaction's limit,
+    # which hardhat enforces on calls too (it refuses more than 2**24).
+    assert 16_000_000 < await gas_seen(devnode_gateway, {}) <= 2**24
+
+
+async def test_a_transaction_over_the_gas_cap_is_refused_on_hardhat(
+    dev_node: DevNode,  # noqa: F811
+    deployed: dict[str, str],
+    gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(KEY_ENV, dev_node.private_keys[1])
+    gw = await gateway(devnode_document(dev_node, deployed, call_gas_cap=1_000_000))
+    async with gw.operator.post("/contracts/Hello/setGreeting", json={"newGreeting": "x" * 2000}) as reply:
+        body = await reply.json()
+        assert reply.status == 422, body
+    assert "needs more gas than the node allows" in body["error"]
+    status, answer, _ = await gw.get_json("/contracts/hello")
+    assert (status, answer["data"]) == (200, "Hello, world!")

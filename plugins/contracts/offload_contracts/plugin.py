@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +13,34 @@ import aiohttp
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import ConfigError, OffloadError, OffloadResult, hookimpl, safe_json
+from offload import READ, ConfigError, OffloadError, OffloadResult, hookimpl, require_operator, safe_json
 from offload.context import PluginContext
 from offload.health import ProbeResult, describe_exception
 from offload.registry import Server
 from offload.responses import SERVER_HEADER, envelope_response
 
-from .abi_args import bind_arguments
+from .abi_args import DEFAULT_MAX_ARG_BYTES, bind_arguments
 from .catalog import ContractSpec, is_view, load_contracts
-from .rpc import JSON_HEADERS, RpcSender, pinned_server, rpc_payload, servers_used
-from .rpc_proxy import RpcProxy
+from .rpc import (
+    DEFAULT_CALL_GAS_CAP,
+    DEFAULT_CALL_TIMEOUT_S,
+    JSON_HEADERS,
+    CallLimits,
+    RpcSender,
+    pinned_server,
+    rpc_payload,
+    servers_used,
+)
+from .rpc_proxy import DEFAULT_MAX_BATCH, RpcProxy, RpcReply
 from .service import ContractService
 from .signer import load_signer
 
 SHORTHAND_CONTRACT = "Hello"  # the original interface had /hello for its Hello contract
+MIB = 1024 * 1024
+# Below this not even a plain transfer can run, so no call could.
+MIN_CALL_GAS_CAP = 21_000
+# Body limits above this are a typo, not a setting (the gateway's own max_body_bytes stops there too).
+MAX_BODY_LIMIT = 1 << 30
 
 
 @hookimpl
@@ -42,7 +58,67 @@ def offload_default_settings() -> dict[str, Any]:
         "keystore_password_env": "OFFLOAD_CONTRACTS_KEYSTORE_PASSWORD",
         "gas_multiplier": 1.2,
         "receipt_timeout_s": 30.0,
+        # Compatibility switch: let `GET execcontract` send transactions again (still only with the token).
+        "allow_get_transactions": False,
+        # Limits on callers (see README "Limits").
+        "max_batch": DEFAULT_MAX_BATCH,  # JSON-RPC requests in one /rpc batch
+        "rpc_max_body_bytes": MIB,  # the /rpc body
+        "rest_max_body_bytes": 64 * 1024,  # the body of POST /{contract}/{method}
+        "max_arg_bytes": DEFAULT_MAX_ARG_BYTES,  # one contract-call argument
+        "call_gas_cap": DEFAULT_CALL_GAS_CAP,  # gas of one eth_call / eth_estimateGas (geth's RPCGasCap)
+        "call_timeout_s": DEFAULT_CALL_TIMEOUT_S,  # time of a request holding eth_call / eth_estimateGas
     }
+
+
+@dataclass(frozen=True)
+class CallerLimits:
+    """The plugin's limits on what one caller may ask, read and checked at startup."""
+
+    allow_get_transactions: bool
+    max_batch: int
+    rpc_max_body_bytes: int
+    rest_max_body_bytes: int
+    max_arg_bytes: int
+    calls: CallLimits
+    gas_multiplier: float
+    receipt_timeout_s: float
+
+
+def _integer(plugin: PluginContext, key: str, minimum: int, maximum: int) -> int:
+    value = plugin.options[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(f"{plugin.where} {key} must be an integer from {minimum} to {maximum}, got {value!r}")
+    return value
+
+
+def _number(plugin: PluginContext, key: str, minimum: float, *, inclusive: bool = False) -> float:
+    value = plugin.options[key]
+    # TOML gives int or float; bool is an int to Python but never a number here.
+    ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value))
+    if not ok or value < minimum or (value == minimum and not inclusive):
+        bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
+        raise ConfigError(f"{plugin.where} {key} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def read_limits(plugin: PluginContext) -> CallerLimits:
+    """The plugin's limits from its options; one clear :class:`ConfigError` line for a bad one."""
+    allow_get = plugin.options["allow_get_transactions"]
+    if not isinstance(allow_get, bool):
+        raise ConfigError(f"{plugin.where} allow_get_transactions must be true or false, got {allow_get!r}")
+    return CallerLimits(
+        allow_get_transactions=allow_get,
+        max_batch=_integer(plugin, "max_batch", 1, 100_000),
+        rpc_max_body_bytes=_integer(plugin, "rpc_max_body_bytes", 1, MAX_BODY_LIMIT),
+        rest_max_body_bytes=_integer(plugin, "rest_max_body_bytes", 1, MAX_BODY_LIMIT),
+        max_arg_bytes=_integer(plugin, "max_arg_bytes", 1, MAX_BODY_LIMIT),
+        calls=CallLimits(
+            gas_cap=_integer(plugin, "call_gas_cap", MIN_CALL_GAS_CAP, 2**63 - 1),
+            timeout_s=_number(plugin, "call_timeout_s", 0),
+        ),
+        gas_multiplier=_number(plugin, "gas_multiplier", 1, inclusive=True),
+        receipt_timeout_s=_number(plugin, "receipt_timeout_s", 0),
+    )
 
 
 def rpc_path(plugin: PluginContext) -> str:
@@ -84,19 +160,20 @@ class ContractRoutes:
     def __init__(self, plugin: PluginContext, base_dir: Path) -> None:
         options = plugin.options
         self.plugin = plugin
+        self.limits = read_limits(plugin)
         self.contracts = load_contracts(options["contracts"], plugin.where, base_dir)
         allowed = options["rpc_allow"]
         if not isinstance(allowed, list) or not all(isinstance(item, str) for item in allowed):
             raise ConfigError(f"{plugin.where} rpc_allow must be a list of JSON-RPC method names")
-        sender = RpcSender(plugin, rpc_path(plugin))
+        sender = RpcSender(plugin, rpc_path(plugin), self.limits.calls)
         self.service = ContractService(
             sender,
             self.contracts,
             load_signer(options, plugin.where, base_dir),
-            gas_multiplier=float(options["gas_multiplier"]),
-            receipt_timeout_s=float(options["receipt_timeout_s"]),
+            gas_multiplier=self.limits.gas_multiplier,
+            receipt_timeout_s=self.limits.receipt_timeout_s,
         )
-        self.proxy = RpcProxy(sender, self.service, allowed)
+        self.proxy = RpcProxy(sender, self.service, allowed, max_batch=self.limits.max_batch)
 
     async def answer(self, request: Request, produce: Callable[[], Awaitable[Any]], **extra: Any) -> HTTPResponse:
         """Run ``produce`` on the node(s) the engine picks and wrap its value in the envelope."""
@@ -131,21 +208,59 @@ class ContractRoutes:
             raise OffloadError(404, f"contract {spec.name!r} has no method {name!r}; its methods: {methods}")
         return function_abi
 
+    def bind(self, spec: ContractSpec, function_abi: dict[str, Any], positional: Any, named: Any = None) -> list[Any]:
+        """The call's arguments, checked against the ABI and the size limit."""
+        return bind_arguments(spec.name, function_abi, positional, named, max_arg_bytes=self.limits.max_arg_bytes)
+
+    def post_form(self, spec: ContractSpec, function_abi: dict[str, Any]) -> str:
+        """How to send a transaction: the route, its body and the credential."""
+        return (
+            f"POST {self.plugin.prefix}/{spec.name}/{function_abi['name']} with a JSON body of arguments "
+            "and 'Authorization: Bearer <operator token>'"
+        )
+
+    def authorize_get(self, request: Request, spec: ContractSpec, function_abi: dict[str, Any]) -> None:
+        """A transaction asked for over GET: 405 naming the POST form, unless allow_get_transactions (and the token)."""
+        if is_view(function_abi):
+            return
+        if not self.limits.allow_get_transactions:
+            raise OffloadError(
+                405,
+                f"{spec.name}.{function_abi['name']} changes state, which a GET request may not do: "
+                f"send {self.post_form(spec, function_abi)}",
+            )
+        # The compatibility switch only brings back the old URL, never a write without the token.
+        require_operator(request, allow_get=True)
+
     async def invoke(self, spec: ContractSpec, function_abi: dict[str, Any], args: list[Any]) -> Any:
+        """Run a view, or send a transaction (callers have checked the operator's token by then)."""
         if is_view(function_abi):
             return await self.service.call_view(spec.name, function_abi["name"], args)
         return await self.service.transact(spec.name, function_abi["name"], args)
 
     def blueprint(self) -> Blueprint:
+        """The plugin's routes.
+
+        All are READ: the ones that may change state (POST /rpc, POST /{contract}/{method},
+        and GET execcontract with allow_get_transactions) learn per request whether they do and
+        then call require_operator before anything is sent.
+        """
+        limits = self.limits
         blueprint = Blueprint(f"offload_contracts_{id(self)}")
-        blueprint.add_route(self.ping, "/ping", methods=["GET"])
-        blueprint.add_route(self.list_contracts, "/listcontractprocess", methods=["GET"])
-        blueprint.add_route(self.exec_contract, "/execcontract", methods=["GET"])
-        blueprint.add_route(self.hello, "/hello", methods=["GET"])
-        blueprint.add_route(self.list_servers, "/listservers", methods=["GET"])
-        blueprint.add_route(self.rpc, "/rpc", methods=["POST"])
-        blueprint.add_route(self.rest_view, "/<contract>/<method>", methods=["GET"])
-        blueprint.add_route(self.rest_call, "/<contract>/<method>", methods=["POST"])
+        blueprint.add_route(self.ping, "/ping", methods=["GET"], ctx_access=READ)
+        blueprint.add_route(self.list_contracts, "/listcontractprocess", methods=["GET"], ctx_access=READ)
+        blueprint.add_route(self.exec_contract, "/execcontract", methods=["GET"], ctx_access=READ)
+        blueprint.add_route(self.hello, "/hello", methods=["GET"], ctx_access=READ)
+        blueprint.add_route(self.list_servers, "/listservers", methods=["GET"], ctx_access=READ)
+        blueprint.add_route(self.rpc, "/rpc", methods=["POST"], ctx_access=READ, ctx_max_body=limits.rpc_max_body_bytes)
+        blueprint.add_route(self.rest_view, "/<contract>/<method>", methods=["GET"], ctx_access=READ)
+        blueprint.add_route(
+            self.rest_call,
+            "/<contract>/<method>",
+            methods=["POST"],
+            ctx_access=READ,
+            ctx_max_body=limits.rest_max_body_bytes,
+        )
         return blueprint
 
     async def ping(self, request: Request) -> HTTPResponse:
@@ -174,6 +289,7 @@ class ContractRoutes:
             raise OffloadError(400, "execcontract needs contractID and operation (and arg=... per argument)")
         spec = self.contract(contract_id)
         function_abi = self.function(spec, operation)
+        self.authorize_get(request, spec, function_abi)
         raw_args: list[Any] = request.args.getlist("arg") or []
         inputs = function_abi.get("inputs", [])
         if len(raw_args) == 1 and len(inputs) > 1:
@@ -184,7 +300,7 @@ class ContractRoutes:
                 unpacked = None
             if isinstance(unpacked, list):
                 raw_args = unpacked
-        args = bind_arguments(spec.name, function_abi, raw_args)
+        args = self.bind(spec, function_abi, raw_args)
         extra = {"requestID": request.args.get("requestID")} if request.args.get("requestID") else {}
         return await self.answer(request, lambda: self.invoke(spec, function_abi, args), **extra)
 
@@ -192,6 +308,7 @@ class ContractRoutes:
         """Shorthand for ``Hello.hello()``."""
         spec = self.contract(SHORTHAND_CONTRACT)
         function_abi = self.function(spec, "hello")
+        self.authorize_get(request, spec, function_abi)
         return await self.answer(request, lambda: self.invoke(spec, function_abi, []))
 
     async def rest_view(self, request: Request, contract: str, method: str) -> HTTPResponse:
@@ -199,17 +316,19 @@ class ContractRoutes:
         spec = self.contract(contract)
         function_abi = self.function(spec, method)
         if not is_view(function_abi):
-            raise OffloadError(
-                405, f"{contract}.{method} changes state: send it with POST and a JSON body of arguments"
-            )
+            form = self.post_form(spec, function_abi)
+            raise OffloadError(405, f"{spec.name}.{method} changes state: send it as {form}")
         named = {key: request.args.get(key) for key in request.args if key not in ("arg", "server")}
-        args = bind_arguments(spec.name, function_abi, request.args.getlist("arg") or [], named)
+        args = self.bind(spec, function_abi, request.args.getlist("arg") or [], named)
         return await self.answer(request, lambda: self.invoke(spec, function_abi, args))
 
     async def rest_call(self, request: Request, contract: str, method: str) -> HTTPResponse:
         """``POST {prefix}/{contract}/{method}`` with ``{"args": [...]}`` or ``{"name": value}``."""
         spec = self.contract(contract)
         function_abi = self.function(spec, method)
+        if not is_view(function_abi):
+            # Before the body is even parsed: a caller without the token learns nothing more.
+            require_operator(request)
         try:
             body = safe_json.loads(request.body or b"{}")
         except ValueError:
@@ -223,17 +342,25 @@ class ContractRoutes:
                 raise OffloadError(400, '"args" must be a JSON array of positional arguments')
         else:
             raise OffloadError(400, "the body must be a JSON object or array of arguments")
-        args = bind_arguments(spec.name, function_abi, positional, named)
+        args = self.bind(spec, function_abi, positional, named)
         return await self.answer(request, lambda: self.invoke(spec, function_abi, args))
 
     async def rpc(self, request: Request) -> HTTPResponse:
-        """JSON-RPC 2.0 pass-through (single and batch) with the method allowlist."""
+        """JSON-RPC 2.0 pass-through (single and batch) with the method allowlist.
+
+        Reads are for every local caller; a body holding anything else (eth_sendRawTransaction,
+        or a method rpc_allow adds) needs the operator's token before anything is forwarded.
+        """
         used: list[str] = []
         servers_used.set(used)
         pinned_server.set(request.args.get("server") or None)
-        status, payload = await self.proxy.handle(request.body)
-        headers = {SERVER_HEADER: used[-1]} if used else None
-        return response.json(payload, status=status, headers=headers)
+        reply: RpcReply = await self.proxy.handle(request.body, lambda: require_operator(request))
+        headers = dict(reply.headers)
+        if used:
+            headers[SERVER_HEADER] = used[-1]
+        if reply.payload is None:
+            return response.empty(status=reply.status, headers=headers)
+        return response.json(reply.payload, status=reply.status, headers=headers or None)
 
 
 @hookimpl

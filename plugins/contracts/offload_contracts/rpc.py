@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextvars
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from web3.providers.async_base import AsyncJSONBaseProvider
@@ -55,6 +56,15 @@ READ_METHODS = frozenset(
     }
 )
 RAW_TRANSACTION_METHOD = "eth_sendRawTransaction"
+# Methods that run contract code without mining it: their gas and time are capped (see CallLimits).
+CALL_METHODS = frozenset({"eth_call", "eth_estimateGas"})
+# geth's --rpc.gascap default: the most gas one eth_call or eth_estimateGas may use.
+DEFAULT_CALL_GAS_CAP = 50_000_000
+# geth's --rpc.evmtimeout default.
+DEFAULT_CALL_TIMEOUT_S = 5.0
+# EIP-7825's limit on one transaction's gas (Osaka): nodes on those rules (hardhat among them)
+# refuse a call that asks for more, so a call without gas is given at most this much.
+MAX_TRANSACTION_GAS = 2**24
 JSON_HEADERS = {"Content-Type": "application/json"}
 RETRYABLE_STATUSES = (502, 504)
 
@@ -69,16 +79,84 @@ def rpc_payload(method: str, params: list[Any], request_id: int | str = 1) -> by
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
 
 
+class InvalidCallParams(ValueError):
+    """The params of an eth_call / eth_estimateGas cannot be capped: not a call object, or a bad gas."""
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What one eth_call or eth_estimateGas sent through the gateway may cost the nodes.
+
+    A node runs such a call to its end on its own time: one that loops until it runs
+    out of gas holds a dev chain for seconds, so the gateway caps both gas and time
+    as geth does with ``--rpc.gascap`` and ``--rpc.evmtimeout``.
+    """
+
+    gas_cap: int = DEFAULT_CALL_GAS_CAP
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+
+    @property
+    def default_gas(self) -> int:
+        """The gas given to a call that names none: the cap, within one transaction's limit."""
+        return min(self.gas_cap, MAX_TRANSACTION_GAS)
+
+    def cap(self, params: Any) -> list[Any]:
+        """``params`` of an eth_call / eth_estimateGas with the call object's gas capped.
+
+        A gas above the cap is lowered to it, a missing gas is set to :attr:`default_gas`;
+        raises :class:`InvalidCallParams` when the params hold no call object or a bad gas.
+        """
+        if not isinstance(params, Sequence) or isinstance(params, str) or not params:
+            raise InvalidCallParams("expected [call object, block]")
+        call = params[0]
+        if not isinstance(call, dict):
+            raise InvalidCallParams("the first param must be a call object")
+        gas = call.get("gas")
+        limited = self.default_gas if gas is None else min(_quantity(gas, "gas"), self.gas_cap)
+        return [{**call, "gas": hex(limited)}, *params[1:]]
+
+
+def _quantity(value: Any, name: str) -> int:
+    """A JSON-RPC quantity (``0x``-hex string, or a plain non-negative integer as some clients send)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    # 64 hex digits is a uint256: anything longer is not a quantity (and not worth parsing).
+    if isinstance(value, str) and value[:2] in ("0x", "0X") and 2 < len(value) <= 66:
+        try:
+            return int(value[2:], 16)
+        except ValueError:
+            pass
+    raise InvalidCallParams(f"{name} must be a 0x-hex quantity")
+
+
 class RpcSender:
     """Sends JSON-RPC bodies to the plugin's pool through the engine."""
 
-    def __init__(self, plugin: PluginContext, rpc_path: str) -> None:
+    def __init__(self, plugin: PluginContext, rpc_path: str, limits: CallLimits | None = None) -> None:
         self.plugin = plugin
         self.rpc_path = rpc_path
+        self.limits = limits or CallLimits()
 
-    async def send(self, body: bytes, *, idempotent: bool, exclude: Collection[str] = ()) -> tuple[Any, str]:
-        """POST ``body``; returns (decoded JSON-RPC response, server name)."""
-        task = Task(self.rpc_path, method="POST", body=body, headers=JSON_HEADERS, idempotent=idempotent)
+    async def send(
+        self,
+        body: bytes,
+        *,
+        idempotent: bool,
+        exclude: Collection[str] = (),
+        timeout_s: float | None = None,
+    ) -> tuple[Any, str]:
+        """POST ``body``; returns (decoded JSON-RPC response, server name).
+
+        ``timeout_s`` replaces the pool's ``timeout_s`` as the whole request's deadline.
+        """
+        task = Task(
+            self.rpc_path,
+            method="POST",
+            body=body,
+            headers=JSON_HEADERS,
+            idempotent=idempotent,
+            timeout_s=timeout_s,
+        )
         # Reads are idempotent tasks: the engine retries them on another node by itself.
         result = await self.plugin.require_engine().offload(
             self.plugin.default_pool, task, server=pinned_server.get(), exclude=exclude
@@ -107,15 +185,27 @@ class EngineProvider(AsyncJSONBaseProvider):
         super().__init__()
         self.sender = sender
 
+    def limited(self, method: str, params: Any) -> Any:
+        """``params`` as sent: a call's gas capped exactly as callers' calls through ``/rpc`` are."""
+        if method not in CALL_METHODS:
+            return params
+        try:
+            return self.sender.limits.cap(params)
+        except InvalidCallParams as exc:
+            raise OffloadError(400, f"{method}: {exc}") from None
+
     async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
-        body = self.encode_rpc_request(method, params)
-        response, _ = await self.sender.send(body, idempotent=method in READ_METHODS)
+        body = self.encode_rpc_request(method, self.limited(method, params))
+        timeout_s = self.sender.limits.timeout_s if method in CALL_METHODS else None
+        response, _ = await self.sender.send(body, idempotent=method in READ_METHODS, timeout_s=timeout_s)
         return response
 
     async def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
-        body = self.encode_batch_rpc_request(requests)
+        body = self.encode_batch_rpc_request([(method, self.limited(method, params)) for method, params in requests])
         idempotent = all(method in READ_METHODS for method, _ in requests)
-        response, _ = await self.sender.send(body, idempotent=idempotent)
+        calls = any(method in CALL_METHODS for method, _ in requests)
+        timeout_s = self.sender.limits.timeout_s if calls else None
+        response, _ = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
         return response
 
     async def is_connected(self, show_traceback: bool = False) -> bool:

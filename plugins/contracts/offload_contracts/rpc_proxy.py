@@ -3,126 +3,287 @@
 An unmodified web3.py or ethers.js client can point at the gateway. Methods
 outside the allowlist (admin, personal, debug, eth_sendTransaction, filters
 that live on one node, ...) get a JSON-RPC error instead of reaching a node.
+Anything that is not a read (eth_sendRawTransaction, and whatever ``rpc_allow``
+adds beyond the reads) needs the operator's token before anything is forwarded.
+Every caller input gets a JSON-RPC answer: never a traceback, never invalid JSON.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from offload import OffloadError, safe_json
 
-from .rpc import RAW_TRANSACTION_METHOD, READ_METHODS, RpcSender
+from .rpc import CALL_METHODS, RAW_TRANSACTION_METHOD, READ_METHODS, InvalidCallParams, RpcSender
 from .service import ContractService
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_ALLOWED = -32601  # "method not found" as far as the client can tell
+INVALID_PARAMS = -32602
 UPSTREAM_ERROR = -32603
+# EIP-1474's "transaction rejected": the request needs the operator's token.
+OPERATOR_REQUIRED = -32003
 DEFAULT_ALLOWED = READ_METHODS | {RAW_TRANSACTION_METHOD}
+DEFAULT_MAX_BATCH = 100
+# A string id longer than this is not an id a client would send, only a way to make answers large.
+MAX_ID_CHARS = 256
+# How much of a refused method name a message repeats.
+SHOWN_METHOD_CHARS = 100
+_RAW_TRANSACTION = re.compile(r"0x(?:[0-9a-fA-F]{2})+")
 
 
 def rpc_error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    """A JSON-RPC 2.0 error response."""
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
+def valid_id(value: Any) -> bool:
+    """JSON-RPC ids this gateway echoes: a string of at most 256 characters, an integer, or null.
+
+    Floats are refused: NaN, Infinity and 1e400 (infinity once parsed) would be echoed as invalid JSON.
+    """
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return True
+    return isinstance(value, str) and len(value) <= MAX_ID_CHARS
+
+
+def is_notification(request: Any) -> bool:
+    """A JSON-RPC request without an id: the caller wants no answer."""
+    return isinstance(request, dict) and "id" not in request
+
+
+@dataclass
+class RpcReply:
+    """What ``/rpc`` answers: an HTTP status, a JSON-RPC payload (None: no body) and extra headers."""
+
+    status: int
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One request that may be forwarded: its method, params as forwarded, and the caller's id."""
+
+    request: dict[str, Any]
+    method: str
+    params: Any
+
+    @property
+    def id(self) -> Any:
+        return self.request.get("id")
+
+    @property
+    def notification(self) -> bool:
+        return "id" not in self.request
+
+    def outgoing(self, request_id: Any) -> dict[str, Any]:
+        """The request as sent to a node, under ``request_id``."""
+        outgoing = {"jsonrpc": "2.0", "id": request_id, "method": self.method}
+        if self.params is not None:
+            outgoing["params"] = self.params
+        return outgoing
+
+
+def _encode(payload: Any) -> bytes:
+    # allow_nan=False: a non-finite number must never reach a node as invalid JSON.
+    return json.dumps(payload, allow_nan=False).encode()
+
+
 class RpcProxy:
     """Forwards allowed JSON-RPC requests to the pool's nodes."""
 
-    def __init__(self, sender: RpcSender, service: ContractService, extra_allowed: Collection[str]) -> None:
+    def __init__(
+        self,
+        sender: RpcSender,
+        service: ContractService,
+        extra_allowed: Collection[str],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
         self.sender = sender
         self.service = service
         self.allowed = frozenset(DEFAULT_ALLOWED | set(extra_allowed))
+        self.max_batch = max_batch
 
-    def check(self, request: Any) -> dict[str, Any] | None:
-        """A JSON-RPC error for a malformed or refused request, else None."""
-        if (
-            not isinstance(request, dict)
-            or request.get("jsonrpc") != "2.0"
-            or not isinstance(request.get("method"), str)
-        ):
-            request_id = request.get("id") if isinstance(request, dict) else None
+    def needs_operator(self, method: str) -> bool:
+        """Whether forwarding ``method`` needs the operator's token: anything but a read."""
+        return method not in READ_METHODS
+
+    def check(self, request: Any) -> Checked | dict[str, Any]:
+        """The request ready to forward, or the JSON-RPC error that answers it instead."""
+        if not isinstance(request, dict):
+            return rpc_error(None, INVALID_REQUEST, "invalid request: expected a JSON-RPC 2.0 object")
+        if not valid_id(request.get("id")):
+            return rpc_error(
+                None,
+                INVALID_REQUEST,
+                f"invalid request: the id must be a string of at most {MAX_ID_CHARS} characters, an integer, or null",
+            )
+        request_id = request.get("id")
+        if request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
             return rpc_error(request_id, INVALID_REQUEST, "invalid request: expected a JSON-RPC 2.0 object")
         method = request["method"]
         if method not in self.allowed:
             return rpc_error(
-                request.get("id"),
+                request_id,
                 METHOD_NOT_ALLOWED,
-                f"method {method} is not allowed through this gateway (reads and eth_sendRawTransaction are); "
-                "enable more with rpc_allow in [plugins.contracts]",
+                f"method {method[:SHOWN_METHOD_CHARS]} is not allowed through this gateway "
+                "(reads and eth_sendRawTransaction are); enable more with rpc_allow in [plugins.contracts]",
             )
-        return None
+        params = request.get("params")
+        try:
+            if method == RAW_TRANSACTION_METHOD:
+                if not (
+                    isinstance(params, list)
+                    and len(params) == 1
+                    and isinstance(params[0], str)
+                    and _RAW_TRANSACTION.fullmatch(params[0])
+                ):
+                    raise InvalidCallParams("expected [raw transaction as 0x-hex]")
+            elif method in CALL_METHODS:
+                params = self.sender.limits.cap(params)
+            _encode(params)
+        except InvalidCallParams as exc:
+            return rpc_error(request_id, INVALID_PARAMS, f"invalid params for {method}: {exc}")
+        except ValueError:
+            return rpc_error(request_id, INVALID_PARAMS, f"invalid params for {method}: numbers must be finite")
+        return Checked(request, method, params)
 
-    async def handle(self, body: bytes) -> tuple[int, Any]:
-        """(HTTP status, JSON-RPC response) for a request body."""
+    async def handle(self, body: bytes, authorize: Callable[[], None]) -> RpcReply:
+        """The answer to a request body; ``authorize`` raises :class:`OffloadError` unless the operator sent it.
+
+        ``authorize`` is called, before anything is forwarded, when the body holds a request
+        that is not a read.
+        """
         try:
             parsed = safe_json.loads(body)
         except ValueError:
-            return 400, rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON")
+            return RpcReply(400, rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"))
         if isinstance(parsed, list):
             if not parsed:
-                return 400, rpc_error(None, INVALID_REQUEST, "invalid request: empty batch")
-            return await self.batch(parsed)
-        refused = self.check(parsed)
+                return RpcReply(400, rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"))
+            if len(parsed) > self.max_batch:
+                # One error for the whole batch: answering each element is what made huge answers.
+                return RpcReply(
+                    400,
+                    rpc_error(
+                        None,
+                        INVALID_REQUEST,
+                        f"invalid request: batch of {len(parsed)} requests, more than max_batch ({self.max_batch})",
+                    ),
+                )
+            return await self.batch(parsed, authorize)
+        checked = self.check(parsed)
+        if not isinstance(checked, Checked):
+            if checked["error"]["code"] == INVALID_REQUEST:
+                return RpcReply(400, checked)
+            # A notification gets no answer, not even an error (JSON-RPC 2.0).
+            return RpcReply(204, None) if is_notification(parsed) else RpcReply(200, checked)
+        refused = self.authorize([checked], authorize, checked.id)
         if refused is not None:
-            return (400 if refused["error"]["code"] == INVALID_REQUEST else 200), refused
-        return await self.single(parsed)
+            return refused
+        return await self.single(checked)
 
-    async def single(self, request: dict[str, Any]) -> tuple[int, Any]:
-        method = request["method"]
+    def authorize(self, checked: list[Checked], authorize: Callable[[], None], request_id: Any) -> RpcReply | None:
+        """None if ``checked`` may be forwarded; else the refusal, under ``request_id`` (null for a batch)."""
+        if not any(self.needs_operator(item.method) for item in checked):
+            return None
         try:
-            if method == RAW_TRANSACTION_METHOD:
-                params = request.get("params") or []
-                raw = bytes.fromhex(str(params[0]).removeprefix("0x")) if params else b""
+            authorize()
+        except OffloadError as exc:
+            # One error for the whole body: nothing of it is forwarded.
+            return RpcReply(exc.status, rpc_error(request_id, OPERATOR_REQUIRED, exc.message), dict(exc.headers))
+        return None
+
+    def timeout_for(self, checked: list[Checked]) -> float | None:
+        """The deadline of a request holding calls (which run contract code on the node), else the pool's."""
+        return self.sender.limits.timeout_s if any(item.method in CALL_METHODS for item in checked) else None
+
+    async def single(self, checked: Checked) -> RpcReply:
+        """Forward one checked request; a notification is answered 204 once the node took it."""
+        try:
+            if checked.method == RAW_TRANSACTION_METHOD:
+                raw = bytes.fromhex(checked.params[0][2:])
                 tx_hash = await self.service.send_raw_transaction(raw)
-                return 200, {"jsonrpc": "2.0", "id": request.get("id"), "result": tx_hash}
-            response, _ = await self.sender.send(json.dumps(request).encode(), idempotent=method in READ_METHODS)
-            return 200, response
-        except ValueError:
-            return 200, rpc_error(request.get("id"), -32602, "invalid params: expected a 0x-hex raw transaction")
+                response: Any = {"jsonrpc": "2.0", "id": checked.id, "result": tx_hash}
+            else:
+                # A notification goes out with an id all the same, so the node's answer is JSON-RPC to check.
+                body = _encode(checked.outgoing(checked.id if not checked.notification else 0))
+                response, _ = await self.sender.send(
+                    body, idempotent=checked.method in READ_METHODS, timeout_s=self.timeout_for([checked])
+                )
+                if isinstance(response, dict):
+                    response = {**response, "id": checked.id}
         except OffloadError as exc:
             rpc_error_data = exc.details.get("rpc_error")
             if rpc_error_data:  # the node itself refused the transaction: relay its error
-                return 200, {"jsonrpc": "2.0", "id": request.get("id"), "error": rpc_error_data}
-            return exc.status, rpc_error(request.get("id"), UPSTREAM_ERROR, exc.message, {"server": exc.server})
-
-    async def batch(self, requests: list[Any]) -> tuple[int, Any]:
-        answers: dict[int, dict[str, Any]] = {}
-        forward: list[tuple[int, dict[str, Any]]] = []
-        for index, request in enumerate(requests):
-            refused = self.check(request)
-            if refused is not None:
-                answers[index] = refused
+                response = {"jsonrpc": "2.0", "id": checked.id, "error": rpc_error_data}
             else:
-                forward.append((index, request))
-        status = 200
+                return RpcReply(exc.status, rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server}))
+        if checked.notification:
+            return RpcReply(204, None)
+        return RpcReply(200, response)
+
+    async def batch(self, requests: list[Any], authorize: Callable[[], None]) -> RpcReply:
+        """Check every element, forward the allowed ones as one batch, answer in the caller's order."""
+        answers: dict[int, dict[str, Any]] = {}
+        forward: list[tuple[int, Checked]] = []
+        for index, request in enumerate(requests):
+            checked = self.check(request)
+            if isinstance(checked, Checked):
+                forward.append((index, checked))
+            else:
+                answers[index] = checked
+        refused = self.authorize([checked for _, checked in forward], authorize, None)
+        if refused is not None:
+            return refused
+        failure: OffloadError | None = None
         if forward:
             # Each forwarded request gets a unique id on the way, so answers map back whatever ids clients used.
-            outgoing = [{**request, "id": index} for index, request in forward]
-            idempotent = all(request["method"] in READ_METHODS for _, request in forward)
+            body = _encode([checked.outgoing(index) for index, checked in forward])
+            idempotent = all(checked.method in READ_METHODS for _, checked in forward)
+            timeout_s = self.timeout_for([checked for _, checked in forward])
             try:
-                response, _ = await self.sender.send(json.dumps(outgoing).encode(), idempotent=idempotent)
-                by_id = {item.get("id"): item for item in response} if isinstance(response, list) else {}
-                for index, request in forward:
+                response, _ = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
+                by_id = _answers_by_id(response)
+                for index, checked in forward:
                     item = by_id.get(index)
+                    if item is None and isinstance(response, dict) and "error" in response:
+                        # The node refused the whole batch with one error: it answers each request.
+                        item = response
                     if item is None:
-                        answers[index] = rpc_error(
-                            request.get("id"), UPSTREAM_ERROR, "the node gave no answer for this request"
-                        )
+                        missing = "the node gave no answer for this request"
+                        answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, missing)
                     else:
-                        answers[index] = {**item, "id": request.get("id")}
+                        answers[index] = {**item, "id": checked.id}
             except OffloadError as exc:
-                status = exc.status
-                for index, request in forward:
-                    answers[index] = rpc_error(request.get("id"), UPSTREAM_ERROR, exc.message, {"server": exc.server})
-        # Notifications (no "id") get no answer, as JSON-RPC 2.0 says.
-        ordered = [answers[index] for index in range(len(requests)) if not _is_notification(requests[index])]
-        return status, ordered
+                failure = exc
+                for index, checked in forward:
+                    answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server})
+        # Notifications (no "id") get no answer, as JSON-RPC 2.0 says; nothing at all if that is every one.
+        ordered = [answers[index] for index in range(len(requests)) if not is_notification(requests[index])]
+        if failure is not None:
+            # The node failed: the HTTP status says so even when only notifications were sent.
+            payload = ordered or rpc_error(None, UPSTREAM_ERROR, failure.message, {"server": failure.server})
+            return RpcReply(failure.status, payload)
+        return RpcReply(200, ordered) if ordered else RpcReply(204, None)
 
 
-def _is_notification(request: Any) -> bool:
-    return isinstance(request, dict) and "id" not in request
+def _answers_by_id(response: Any) -> dict[Any, dict[str, Any]]:
+    """A node's batch answer by id (only well-formed entries with integer ids, which we assigned)."""
+    if not isinstance(response, list):
+        return {}
+    return {
+        item["id"]: item
+        for item in response
+        if isinstance(item, dict) and isinstance(item.get("id"), int) and not isinstance(item.get("id"), bool)
+    }

@@ -33,6 +33,16 @@ GAS_PRICE_TTL_S = 2.0
 
 ERROR_SELECTOR = "0x08c379a0"  # Error(string), what require(cond, "reason") reverts with
 PANIC_SELECTOR = "0x4e487b71"  # Panic(uint256): overflow, division by zero, ...
+# How nodes word "this needs more gas than a call or transaction may use" (geth, py-evm, hardhat).
+GAS_REFUSALS = (
+    "out of gas",
+    "gas required exceeds allowance",
+    "exceeds block gas limit",
+    "greater than the cap",
+    "intrinsic gas too low",
+)
+# How nodes word "this call ran past the node's time limit" (geth's --rpc.evmtimeout).
+TIME_REFUSALS = ("execution aborted (timeout",)
 
 
 def revert_reason(exc: ContractLogicError) -> str:
@@ -50,19 +60,41 @@ def revert_reason(exc: ContractLogicError) -> str:
     return message.removeprefix("execution reverted: ").removeprefix("execution reverted")
 
 
+def _gas_refusal(message: str) -> bool:
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in GAS_REFUSALS)
+
+
+def _needs_more_gas(what: str, reason: str) -> OffloadError:
+    """The request needs more gas than one call or transaction may have: the caller's to change (422)."""
+    return OffloadError(
+        422,
+        f"{what} needs more gas than the node allows for one call or transaction: {reason}",
+        details={"reason": reason},
+    )
+
+
 async def web3_errors_as_http(action: Callable[[], Awaitable[T]], what: str) -> T:
     """Run ``action`` turning web3 failures into the gateway's JSON errors."""
     try:
         return await action()
     except ContractLogicError as exc:
         reason = revert_reason(exc) or "no reason given"
+        if _gas_refusal(reason):
+            # Some nodes (hardhat) report running out of gas as a revert: say what it is.
+            raise _needs_more_gas(what, reason) from None
         raise OffloadError(422, f"{what} reverted: {reason}", details={"reason": reason}) from None
     except Web3ValidationError as exc:
         raise OffloadError(400, f"{what}: {exc}") from None
     except TimeExhausted as exc:
         raise OffloadError(504, f"{what}: {exc}") from None
     except Web3RPCError as exc:
-        raise OffloadError(502, f"{what}: the node answered an error: {exc.message}") from None
+        message = str(exc.message or exc)
+        if _gas_refusal(message):
+            raise _needs_more_gas(what, message) from None
+        if any(phrase in message.lower() for phrase in TIME_REFUSALS):
+            raise OffloadError(504, f"{what}: the node stopped it at its time limit: {message}") from None
+        raise OffloadError(502, f"{what}: the node answered an error: {message}") from None
     except Web3Exception as exc:
         raise OffloadError(502, f"{what}: {exc}") from None
 
@@ -120,6 +152,11 @@ class ContractService:
         data = self.bound[contract].encode_abi(function, args=args)
         call = {"from": signer.address, "to": spec.address, "data": data}
         gas = await web3_errors_as_http(lambda: self.w3.eth.estimate_gas(call), what)
+        allowance = self.sender.limits.default_gas
+        if gas > allowance:
+            # The estimate ran with at most this much gas; a node that ignores that (some dev
+            # chains do) must not make the gateway sign a transaction the cap was meant to stop.
+            raise _needs_more_gas(what, f"gas required exceeds allowance ({allowance})")
         chain_id = await self.chain_id()
         async with self.nonces.lock:
             nonce = await self.nonces.next(lambda: self.w3.eth.get_transaction_count(signer.address, "pending"))
@@ -213,5 +250,7 @@ class ContractService:
             message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
             if "already known" in message.lower() or "known transaction" in message.lower():
                 return tx_hash  # our earlier send did arrive: same bytes, same hash
-            raise OffloadError(502, f"the node refused the transaction: {message}", details={"rpc_error": error})
+            # A transaction over a gas limit is the caller's to change; anything else is the node's refusal.
+            status = 422 if _gas_refusal(message) else 502
+            raise OffloadError(status, f"the node refused the transaction: {message}", details={"rpc_error": error})
         return tx_hash
