@@ -137,7 +137,10 @@ def offload_probe(plugin: PluginContext, server: Server) -> Awaitable[ProbeResul
         started = time.perf_counter()
         try:
             async with session.post(
-                server.url + rpc_path(plugin), data=rpc_payload("eth_blockNumber", []), headers=JSON_HEADERS
+                server.url + rpc_path(plugin),
+                data=rpc_payload("eth_blockNumber", []),
+                headers=JSON_HEADERS,
+                allow_redirects=False,  # a node does not get to send our probes elsewhere
             ) as reply:
                 payload = await reply.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
