@@ -410,3 +410,16 @@ async def test_caller_input_never_makes_a_500(relay_gateway: Gateway) -> None:
         async with relay_gateway.operator.post(path, json=payload) as reply:
             text = await reply.text()
             assert 400 <= reply.status < 500 and len(text) < 2_000, text
+
+
+async def test_a_deep_utf16_body_that_fooled_a_byte_scan_cannot_crash_the_gateway(relay_gateway: Gateway) -> None:
+    # The attack: 80,000 levels behind a string whose UTF-16 bytes hold a lone quote
+    # (U+2200 is 00 22), so a depth check reading raw bytes saw no brackets; json.loads then
+    # overflowed the C stack (web3 raises the recursion limit) and the process died.
+    body = ('["\u2200", ' + "[" * 80_000 + "]" * 80_000 + ', "x"]').encode("utf-16")
+    assert len(body) > 300_000
+    status, answer = await rpc(relay_gateway.client, body)
+    assert status == 400
+    assert answer["error"]["code"] == -32700
+    status, health, _ = await relay_gateway.get_json("/health")
+    assert (status, health["status"]) == (200, "ok")

@@ -58,3 +58,10 @@ def test_non_standard_numbers_are_refused(document: str) -> None:
 def test_bytes_in_no_json_encoding_are_a_value_error() -> None:
     with pytest.raises(ValueError):
         safe_json.loads(b"\xff\xfe\x00")
+
+
+def test_a_string_that_hides_brackets_from_a_byte_scan_does_not_hide_them_here() -> None:
+    # U+2200 is the bytes 00 22 in UTF-16-LE: a scan of raw bytes takes the 22 for a quote.
+    text = '["\u2200", ' + "[" * 1000 + "]" * 1000 + ', "x"]'
+    with pytest.raises(safe_json.TooDeep):
+        safe_json.loads(text.encode("utf-16-le"))

@@ -73,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     refuse_exposure(host, settings)
     configure_logging()
-    options = {"access_log": args.access_log, "motd": False, "protocol": GuardedHttpProtocol}
+    # A longer accept queue than Sanic's 100: a burst of connections waits instead of being retried a second later.
+    options = {"access_log": args.access_log, "motd": False, "protocol": GuardedHttpProtocol, "backlog": 1024}
     try:
         if args.workers == 1:
             app = build_gateway(path, 1, host)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import time
 from typing import Any
 
 from sanic.exceptions import BadRequest
@@ -78,37 +77,41 @@ class GuardedHttpProtocol(HttpProtocol):
 
     HTTP_CLASS = AnsweringHttp
     # Sanic's protocols have slots: our per-connection state needs its own.
-    __slots__ = ("offload_evicted", "offload_opened")
+    __slots__ = ("offload_open",)
 
     def connection_made(self, transport: Any) -> None:
-        self.offload_opened = time.monotonic()
-        self.offload_evicted = False
+        # The app's open connections, oldest first, so the one to close is found from the front.
+        self.offload_open = open_connections = _open_connections(self.app)
         cap = getattr(self.app.ctx, "max_client_connections", 0)
-        admitted = not cap or len(self.connections) < cap or self._evict_oldest_unanswered(cap)
+        admitted = not cap or len(open_connections) < cap or self._evict_oldest_unanswered(cap)
         super().connection_made(transport)
-        if not admitted:
-            log.warning("at the limit of %d client connections, every one holding a request: refused one", cap)
-            self.offload_evicted = True
-            transport.write(_BUSY)
-            self.close()
+        if admitted:
+            open_connections[self] = None
+            return
+        log.warning("at the limit of %d client connections, every one holding a request: refused one", cap)
+        transport.write(_BUSY)
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.offload_open.pop(self, None)
+        super().connection_lost(exc)
 
     def _evict_oldest_unanswered(self, cap: int) -> bool:
-        """Close the oldest connection not being answered, if the cap is really reached; False if none can go."""
-        oldest: HttpProtocol | None = None
-        live = [connection for connection in self.connections if not getattr(connection, "offload_evicted", False)]
-        if len(live) < cap:
-            return True  # earlier evictions are still closing
-        for connection in live:
-            if _still_receiving(connection) and (
-                oldest is None or getattr(connection, "offload_opened", 0) < getattr(oldest, "offload_opened", 0)
-            ):
-                oldest = connection
-        if oldest is None:
-            return False
-        log.info("at the limit of %d client connections: closed the oldest one not being answered", cap)
-        oldest.offload_evicted = True
-        oldest.abort()
-        return True
+        """Close the oldest connection not being answered; False if every one holds a received request."""
+        for connection in self.offload_open:
+            if _still_receiving(connection):
+                del self.offload_open[connection]  # counted out now: its close completes later
+                log.info("at the limit of %d client connections: closed the oldest one not being answered", cap)
+                connection.abort()
+                return True
+        return False
+
+
+def _open_connections(app: Any) -> dict[HttpProtocol, None]:
+    registry = getattr(app.ctx, "offload_open_connections", None)
+    if registry is None:
+        registry = app.ctx.offload_open_connections = {}
+    return registry
 
 
 def _still_receiving(connection: HttpProtocol) -> bool:
