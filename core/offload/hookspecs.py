@@ -67,6 +67,13 @@ def offload_routes(plugin: PluginContext) -> Blueprint | list[Blueprint] | None:
     task with ``await plugin.offload(Task(...), server=...)`` and answer with
     :func:`offload.responses.envelope_response`. Two plugins claiming the same
     method and path stop startup with an error naming both.
+
+    Every route states who may call it when it is added: ``ctx_access=READ``
+    (any local caller) or ``ctx_access=OPERATOR`` (the operator's token), from
+    ``offload``; without it a GET/HEAD route is READ and any other method
+    OPERATOR. A route that only learns per request whether it changes state is
+    READ and calls ``offload.require_operator(request)`` when it does.
+    ``ctx_max_body=N`` sets the route's body limit in bytes.
     """
 
 
