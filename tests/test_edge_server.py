@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -436,7 +437,9 @@ async def test_compute_delay_and_run_time_link_delay() -> None:
     from offload.testing import serve_app
     from offload_edge.app import EdgeConfig, create_edge_app
 
-    app = create_edge_app(EdgeConfig(name="slowcpu", compute_ms=40, processes=1))
+    token = secrets.token_urlsafe(24)
+    app = create_edge_app(EdgeConfig(name="slowcpu", compute_ms=40, processes=1, admin_token=token))
+    operator = {"Authorization": f"Bearer {token}"}
     async with serve_app(app) as server, aiohttp.ClientSession() as session:
         started = time.perf_counter()
         async with session.get(server.make_url("/health")) as reply:
@@ -446,11 +449,11 @@ async def test_compute_delay_and_run_time_link_delay() -> None:
         async with session.get(server.make_url("/offloading/3")) as reply:
             assert await reply.text() == "9.0"
         assert time.perf_counter() - started >= 0.04 > probe_s  # probes cannot see compute time
-        async with session.put(server.make_url("/admin/delay"), json={"delay_ms": 30}) as reply:
+        async with session.put(server.make_url("/admin/delay"), json={"delay_ms": 30}, headers=operator) as reply:
             assert reply.status == 200
         started = time.perf_counter()
         async with session.get(server.make_url("/health")) as reply:
             assert (await reply.json())["delay_ms"] == 30
         assert time.perf_counter() - started >= 0.03
-        async with session.put(server.make_url("/admin/delay"), json={"delay_ms": -1}) as reply:
+        async with session.put(server.make_url("/admin/delay"), json={"delay_ms": -1}, headers=operator) as reply:
             assert reply.status == 400

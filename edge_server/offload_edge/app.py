@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import re
 import uuid
 from collections.abc import Callable
@@ -14,7 +13,10 @@ from typing import TYPE_CHECKING
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json, text
 
-from .errors import install_error_handlers
+from .chain.jsonrpc import parse_body
+from .chain.limits import DEFAULT_CALL_TIMEOUT_S, DEFAULT_GAS_CAP, MAX_CALL_TIMEOUT_S, MIN_GAS_CAP
+from .errors import error_response, install_error_handlers
+from .guard import install_guards, is_admin_route
 from .loopback import loopback_http_url
 from .pool import attach_pool, run_in_pool
 from .stats import RequestStats
@@ -35,7 +37,37 @@ from .tasks import (
 if TYPE_CHECKING:
     from .chain.backend import ChainBackend
 
-__all__ = ["TASK_ROUTES", "EdgeConfig", "TaskRoute", "create_edge_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "KEEP_ALIVE_TIMEOUT_S",
+    "MAX_DELAY_MS",
+    "REQUEST_TIMEOUT_S",
+    "TASK_ROUTES",
+    "EdgeConfig",
+    "TaskRoute",
+    "create_edge_app",
+]
+
+# Simulated link delay and extra compute time: at most a minute each, so no setting can wedge
+# the node (1e308 ms would), and the response timeout below can cover both.
+MAX_DELAY_MS = 60_000.0
+# Bodies beyond this are answered 413 unread. The largest real ones are JSON-RPC batches
+# (1000 raw transactions are well under 1 MiB) and contract deployments (under 100 KB).
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+MIN_MAX_BODY_BYTES = 1024
+MAX_MAX_BODY_BYTES = 1024**3
+# Headers, and then the whole body, must arrive within this.
+REQUEST_TIMEOUT_S = 10.0
+# Idle kept-alive connections are closed after this: well above the gateway's 30 s pool
+# idle limit (the client, not this edge, should be the one to close), well below Sanic's 120 s.
+KEEP_ALIVE_TIMEOUT_S = 60.0
+# A request may take the longest link delay, the longest compute delay, a CPU task or a
+# relayed chain call (30 s) and some margin; Sanic answers 503 beyond it.
+RESPONSE_TIMEOUT_S = 2 * MAX_DELAY_MS / 1000 + 60.0
+# /admin/delay takes {"delay_ms": n}; anything longer is not that.
+ADMIN_MAX_BODY_BYTES = 1024
+MIN_TOKEN_LENGTH = 16
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass
@@ -53,6 +85,12 @@ class EdgeConfig:
         chain: Serve an embedded EVM dev chain (demo contracts deployed) at ``POST /rpc``.
         chain_upstream: Instead relay ``POST /rpc`` to this JSON-RPC URL (``http://`` on 127.0.0.0/8),
             so several edges with different delays serve one chain's state.
+        admin_token: The operator's token for the routes under ``/admin`` (sent as
+            ``Authorization: Bearer <token>``); ``None`` turns those routes off (403).
+        max_body_bytes: Largest request body accepted; larger ones get 413.
+        call_timeout_s: Wall-clock budget for the ``eth_call`` / ``eth_estimateGas`` work of one
+            ``POST /rpc`` request on the embedded chain; beyond it execution is aborted.
+        rpc_gas_cap: Most gas one ``eth_call`` / ``eth_estimateGas`` may use (geth's ``--rpc.gascap``).
     """
 
     name: str = "edge"
@@ -62,6 +100,10 @@ class EdgeConfig:
     processes: int | None = None
     chain: bool = False
     chain_upstream: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # a secret: keep it out of reprs and logs
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    rpc_gas_cap: int = DEFAULT_GAS_CAP
 
     def __post_init__(self) -> None:
         if self.chain and self.chain_upstream:
@@ -72,12 +114,31 @@ class EdgeConfig:
                 self.chain_upstream = loopback_http_url(self.chain_upstream)
             except ValueError as exc:
                 raise ValueError(f"chain_upstream {exc}") from None
-        if not math.isfinite(self.delay_ms) or self.delay_ms < 0:
-            raise ValueError(f"delay_ms must be a finite number >= 0, got {self.delay_ms!r}")
-        if not math.isfinite(self.compute_ms) or self.compute_ms < 0:
-            raise ValueError(f"compute_ms must be a finite number >= 0, got {self.compute_ms!r}")
+        for name in ("delay_ms", "compute_ms"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_DELAY_MS:  # also false for NaN
+                raise ValueError(f"{name} must be a number from 0 to {MAX_DELAY_MS:g}, got {value!r}")
         if self.processes is not None and self.processes < 1:
             raise ValueError(f"processes must be >= 1 or None, got {self.processes!r}")
+        if self.admin_token is not None and not (
+            len(self.admin_token) >= MIN_TOKEN_LENGTH and _VISIBLE_ASCII.fullmatch(self.admin_token)
+        ):
+            # It travels in an HTTP header (printable ASCII, no spaces) and must not be guessable;
+            # the same rules as the gateway's, so one token can serve both.
+            raise ValueError(
+                f"the admin token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces; "
+                'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if not MIN_MAX_BODY_BYTES <= self.max_body_bytes <= MAX_MAX_BODY_BYTES:
+            raise ValueError(
+                f"max_body_bytes must be from {MIN_MAX_BODY_BYTES} to {MAX_MAX_BODY_BYTES}, got {self.max_body_bytes!r}"
+            )
+        if not 0 < self.call_timeout_s <= MAX_CALL_TIMEOUT_S:
+            raise ValueError(
+                f"call_timeout_s must be above 0 and at most {MAX_CALL_TIMEOUT_S:g}, got {self.call_timeout_s!r}"
+            )
+        if self.rpc_gas_cap < MIN_GAS_CAP:
+            raise ValueError(f"rpc_gas_cap must be at least {MIN_GAS_CAP}, got {self.rpc_gas_cap!r}")
 
 
 @dataclass(frozen=True)
@@ -128,13 +189,15 @@ class LinkDelay:
 def _install_middleware(app: Sanic, stats: RequestStats, delay: LinkDelay) -> None:
     async def start_request(request: Request) -> None:
         # Sanic may run request middleware a second time when building an error
-        # response; the flag keeps each request counted exactly once.
-        if getattr(request.ctx, "edge_counted", False):
+        # response; the flag keeps each request counted exactly once. Requests the
+        # guards refused (see .guard) are answered at once, neither counted nor delayed.
+        if getattr(request.ctx, "edge_counted", False) or getattr(request.ctx, "edge_refused", False):
             return
         request.ctx.edge_counted = True
         stats.begin()
         delay_s = delay.seconds
-        if delay_s <= 0:
+        # The operator's routes skip the simulated link, so a delay can always be undone.
+        if delay_s <= 0 or is_admin_route(request.route):
             return
         try:
             # Applies to every route, /health included, so latency probes see the link delay.
@@ -182,7 +245,25 @@ def _chain_backend(config: EdgeConfig) -> ChainBackend:
         return RelayBackend(config.chain_upstream)
     from .chain.embedded import EmbeddedBackend
 
-    return EmbeddedBackend()
+    return EmbeddedBackend(call_timeout_s=config.call_timeout_s, gas_cap=config.rpc_gas_cap)
+
+
+def _media_type(content_type: str | None) -> str:
+    """``application/json`` of ``application/json; charset=utf-8``."""
+    return (content_type or "").partition(";")[0].strip().lower()
+
+
+def _delay_from_body(body: bytes) -> float | None:
+    """The ``delay_ms`` of a ``{"delay_ms": n}`` body if it is a number in range, else None."""
+    try:
+        # Strict: UTF-8, nesting bounded, no NaN or Infinity (the same parser as JSON-RPC bodies).
+        document = parse_body(body)
+    except ValueError:
+        return None
+    value = document.get("delay_ms") if isinstance(document, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_DELAY_MS:
+        return None
+    return value
 
 
 def create_edge_app(config: EdgeConfig) -> Sanic:
@@ -190,13 +271,20 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
 
     Routes: ``/hello``, ``/offloading/<num>``, ``/getserverlists``, ``/health``,
     ``/const`` and ``/tasks/{nthprime,matmul,hashchain}/<arg>``; with ``chain`` or
-    ``chain_upstream`` also ``POST /rpc`` and ``GET /chain/contracts``. Every error is
-    answered as JSON ``{"error": "..."}``. The CPU-task process pool lives from
-    ``before_server_start`` to ``after_server_stop`` on ``app.ctx.pool``.
+    ``chain_upstream`` also ``POST /rpc`` and ``GET /chain/contracts``; and
+    ``PUT /admin/delay`` for the holder of ``admin_token``. Every request is screened
+    before its body is read (see :mod:`.guard`: loopback Host names only, no cross-site
+    requests, the token for ``/admin``). Every error is answered as JSON
+    ``{"error": "..."}``. The CPU-task process pool lives from ``before_server_start``
+    to ``after_server_stop`` on ``app.ctx.pool``.
     """
     app = Sanic(_unique_app_name(config.name))
     app.config.MOTD = False
     app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.REQUEST_MAX_SIZE = config.max_body_bytes
+    app.config.REQUEST_TIMEOUT = REQUEST_TIMEOUT_S
+    app.config.KEEP_ALIVE_TIMEOUT = KEEP_ALIVE_TIMEOUT_S
+    app.config.RESPONSE_TIMEOUT = RESPONSE_TIMEOUT_S
     # TouchUp rewrites methods on the Sanic *class* at startup, tailored to one app;
     # a second app starting in the same process (tests, demos, a co-hosted gateway)
     # then fails with KeyError. The speed-up is negligible for an edge node.
@@ -209,6 +297,7 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     app.ctx.pool = None
 
     install_error_handlers(app)
+    install_guards(app, admin_token=config.admin_token, body_timeout_s=REQUEST_TIMEOUT_S)
     delay = LinkDelay(config.delay_ms / 1000.0)
     compute_s = config.compute_ms / 1000.0
     app.ctx.link_delay = delay
@@ -258,10 +347,15 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
 
     @app.put("/admin/delay")
     async def set_delay(request: Request) -> HTTPResponse:
-        """Change the simulated link delay at run time: ``{"delay_ms": 25}``."""
-        value = (request.json or {}).get("delay_ms") if isinstance(request.json, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-            return json({"error": 'send {"delay_ms": <number >= 0>}'}, status=400)
+        """Change the simulated link delay at run time: ``{"delay_ms": 25}`` (the token is checked in .guard)."""
+        # A browser can send text/plain or form bodies cross-site without asking first; JSON it cannot.
+        if _media_type(request.content_type) != "application/json":
+            return error_response("send the new delay as JSON: Content-Type: application/json", 415)
+        if len(request.body) > ADMIN_MAX_BODY_BYTES:
+            return error_response(f"the body may have at most {ADMIN_MAX_BODY_BYTES} bytes", 413)
+        value = _delay_from_body(request.body)
+        if value is None:
+            return error_response(f'send {{"delay_ms": <number from 0 to {MAX_DELAY_MS:g}>}}', 400)
         delay.seconds = value / 1000.0
         return json({"delay_ms": value})
 

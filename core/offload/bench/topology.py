@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import aiohttp
 
 from ..demo import free_port
 from ..processes import ManagedProcess, ProcessGroup
+from ..security import TOKEN_ENV
 
 HOST = "127.0.0.1"
 
@@ -52,6 +54,8 @@ class Topology:
         self.edges: dict[str, ManagedProcess] = {}
         self.urls: dict[str, str] = {}
         self.specs: dict[str, EdgeSpec] = {}
+        # The edges' operator token for this run only: set_delay needs it, nobody else gets it.
+        self.edge_token = secrets.token_urlsafe(32)
 
     async def start_edges(self, specs: list[EdgeSpec]) -> None:
         started = []
@@ -62,7 +66,9 @@ class Topology:
                 "--name", spec.name, "--delay-ms", str(spec.delay_ms), "--compute-ms", str(spec.compute_ms),
                 "--processes", "1",
             ]  # fmt: skip
-            process = self.group.start(spec.name, argv, url + "/health")
+            # offload-edge reads its operator token from the gateway's variable; in the environment,
+            # not argv, where any local user could read it.
+            process = self.group.start(spec.name, argv, url + "/health", env={TOKEN_ENV: self.edge_token})
             self.edges[spec.name], self.urls[spec.name], self.specs[spec.name] = process, url, spec
             started.append(process)
         await asyncio.gather(*(self.group.wait_healthy(process) for process in started))
@@ -103,8 +109,13 @@ class Topology:
         return process, url
 
     async def set_delay(self, name: str, delay_ms: float) -> None:
+        """Change edge ``name``'s simulated link delay while it runs (its /admin route, with the token)."""
         url = self.urls[name] + "/admin/delay"
-        async with aiohttp.ClientSession() as session, session.put(url, json={"delay_ms": delay_ms}) as reply:
+        headers = {"Authorization": f"Bearer {self.edge_token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(url, json={"delay_ms": delay_ms}, headers=headers) as reply,
+        ):
             reply.raise_for_status()
 
     def kill(self, name: str) -> None:

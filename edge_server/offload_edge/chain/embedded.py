@@ -8,6 +8,7 @@ from typing import Any
 
 from .backend import Reply, json_reply
 from .jsonrpc import answer_body
+from .limits import DEFAULT_CALL_TIMEOUT_S, DEFAULT_GAS_CAP
 from .node import EmbeddedChain
 
 __all__ = ["EmbeddedBackend"]
@@ -18,12 +19,16 @@ class EmbeddedBackend:
 
     py-evm is neither thread-safe nor fast, so every request (a whole batch at
     once) runs in a worker thread while holding the chain lock; the event loop
-    keeps serving ``/health`` and the other routes meanwhile.
+    keeps serving ``/health`` and the other routes meanwhile. The calls and
+    estimates of one request share ``call_timeout_s``, so none holds the chain
+    much longer than that (mined transactions are not time-limited).
     """
 
     mode = "embedded"
 
-    def __init__(self) -> None:
+    def __init__(self, *, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, gas_cap: int = DEFAULT_GAS_CAP) -> None:
+        self.call_timeout_s = call_timeout_s
+        self.gas_cap = gas_cap
         self.chain: EmbeddedChain | None = None
         # Queues requests without tying up one executor thread each while they wait.
         self._queue = asyncio.Lock()
@@ -35,7 +40,7 @@ class EmbeddedBackend:
 
     async def start(self) -> None:
         """Create the chain and deploy the demo contracts (a few hundred ms, off the event loop)."""
-        chain = await asyncio.to_thread(EmbeddedChain)
+        chain = await asyncio.to_thread(EmbeddedChain, call_timeout_s=self.call_timeout_s, gas_cap=self.gas_cap)
         self.block_number = chain.block_number()
         self.chain = chain
 
@@ -50,7 +55,7 @@ class EmbeddedBackend:
         return self.chain
 
     def _answer(self, chain: EmbeddedChain, body: bytes) -> Reply:
-        with self._chain_lock:
+        with self._chain_lock, chain.time_limit():
             reply = json_reply(answer_body(body, chain.dispatch))
             self.block_number = chain.block_number()
         return reply

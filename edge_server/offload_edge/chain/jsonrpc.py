@@ -27,6 +27,7 @@ __all__ = [
     "answer_body",
     "error_answer",
     "nesting_depth",
+    "parse_body",
 ]
 
 PARSE_ERROR = -32700
@@ -43,9 +44,13 @@ MAX_BATCH = 1000
 # limit to 100000, so json.loads would overflow the C stack and kill the process on a body
 # of 100000 "[" instead of raising RecursionError.
 MAX_DEPTH = 128
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# A JSON string, its closing quote optional: an unterminated one runs to the end of the text
+# instead of failing, so every match succeeds and scanning stays linear. (A pattern that needs
+# the closing quote backtracks from every quote in '"\\"\\"\\"...': quadratic, minutes for 1 MB.)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_BOM = "\ufeff"
 
 Dispatch = Callable[[str, Any], Any]
 
@@ -88,15 +93,41 @@ def _is_call(request: Any) -> bool:
     return _valid_id(request) and isinstance(request.get("method"), str)
 
 
-def nesting_depth(body: bytes) -> int:
-    """How deeply arrays and objects nest in ``body``, brackets inside strings not counted."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    return max(accumulate(_DEPTH_STEP[bracket] for bracket in brackets), default=0)
+def nesting_depth(text: str | bytes) -> int:
+    """How deeply arrays and objects nest in ``text``, brackets inside strings not counted.
+
+    Bytes are scanned byte by byte (as Latin-1); a body must be checked as the very text
+    that is then parsed, see :func:`parse_body`.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 
 def _reject_constant(name: str) -> Any:
     # Python's json accepts NaN and Infinity; JSON (and geth) do not.
     raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(body: bytes) -> Any:
+    """The JSON document in ``body``; ``ValueError`` for anything that is not strict JSON-RPC JSON.
+
+    JSON-RPC over HTTP is UTF-8 (RFC 8259 section 8.1), without a byte order mark. ``json.loads``
+    would also guess UTF-16 and UTF-32 from the bytes, and the nesting check must see the same
+    characters the parser sees: a UTF-16 body read as bytes can hide brackets from it. So the
+    body is decoded strictly first, and the decoded text is both checked and parsed.
+    """
+    text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if text.startswith(_BOM):
+        raise ValueError("a byte order mark is not JSON-RPC")
+    # Counting is cheap and settles real requests (a few brackets) without scanning strings.
+    if text.count("[") + text.count("{") > MAX_DEPTH and nesting_depth(text) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH}")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # only if the interpreter's limit were set below MAX_DEPTH
+        raise ValueError("nested too deeply") from None
 
 
 def answer_one(request: Any, dispatch: Dispatch) -> dict[str, Any] | None:
@@ -121,17 +152,16 @@ def answer_body(body: bytes, dispatch: Dispatch) -> Any:
 
     As geth over HTTP, always with status 200:
 
-    * a parse error (or nesting deeper than :data:`MAX_DEPTH`) is code -32700 with id null;
+    * a parse error (a body that is not UTF-8 JSON, or nests deeper than :data:`MAX_DEPTH`) is
+      code -32700 with id null;
     * an empty batch is one -32600 error;
     * a batch of more than :data:`MAX_BATCH` requests is a one-element batch holding a
       -32600 error, and none of it runs;
     * notifications run but get no answer.
     """
     try:
-        if nesting_depth(body) > MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH}")
-        parsed = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        parsed = parse_body(body)
+    except ValueError:
         return error_answer(None, RpcError(PARSE_ERROR, "parse error"))
     if not isinstance(parsed, list):
         return answer_one(parsed, dispatch)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import ast
 import logging
 import platform
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from eth.exceptions import OutOfGas, VMError
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_tester import EthereumTester, PyEVMBackend
@@ -24,8 +27,10 @@ from eth_utils import decode_hex, to_checksum_address
 
 from .addresses import DEV_ACCOUNT, DEV_PRIVATE_KEY, create_address, demo_contract_addresses
 from .artifacts import DEMO_CONTRACTS, load_artifact
+from .deadline import DeadlinePragueVM, ExecutionTimeout, execution_deadline
 from .fees import MAX_BLOCKS, fee_history, latest_number
 from .jsonrpc import EXECUTION_REVERTED, INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_ERROR, RpcError
+from .limits import DEFAULT_CALL_TIMEOUT_S, DEFAULT_GAS_CAP, go_duration
 from .txpool import QueueFull, Waiting, WaitingTransactions
 from .wire import (
     InvalidParams,
@@ -91,11 +96,16 @@ def revert_error(failure: TransactionFailed) -> RpcError:
     if isinstance(detail, bytes):
         data, reason = detail, decode_reason(detail)
     elif detail.startswith(_VM_HALTS):
-        return RpcError(SERVER_ERROR, detail[0].lower() + detail[1:])
+        return RpcError(SERVER_ERROR, _halt_message(detail))
     else:
         data, reason = (ERROR_SELECTOR + abi_encode(["string"], [detail]), detail) if detail else (b"", "")
     message = f"execution reverted: {reason}" if reason else "execution reverted"
     return RpcError(EXECUTION_REVERTED, message, "0x" + data.hex())
+
+
+def _halt_message(detail: str) -> str:
+    """py-evm's message for a halt, worded as geth's: lower case first."""
+    return detail[:1].lower() + detail[1:] or "execution halted"
 
 
 def _bytes_literal(text: str) -> bytes | str:
@@ -118,11 +128,24 @@ def decode_reason(data: bytes) -> str:
 
 
 class EmbeddedChain:
-    """One dev chain with the demo contracts deployed at fixed addresses, answering JSON-RPC."""
+    """One dev chain with the demo contracts deployed at fixed addresses, answering JSON-RPC.
 
-    def __init__(self) -> None:
-        self.tester = EthereumTester(PyEVMBackend())
+    ``eth_call`` and ``eth_estimateGas`` are limited as geth limits them: at most ``gas_cap``
+    gas (geth's ``--rpc.gascap``) and ``call_timeout_s`` of wall-clock time (``--rpc.evmtimeout``),
+    after which execution is aborted. Within :meth:`time_limit` (one HTTP request, batch or
+    not) all of them share a single such budget.
+    """
+
+    def __init__(self, *, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, gas_cap: int = DEFAULT_GAS_CAP) -> None:
+        self.call_timeout_s = call_timeout_s
+        self.gas_cap = gas_cap
+        # When the current request's calls must be done (time.monotonic); None outside time_limit.
+        self._calls_end: float | None = None
+        # eth-tester's own VM (Prague), made stoppable: see .deadline.
+        self.tester = EthereumTester(PyEVMBackend(vm_configuration=((0, DeadlinePragueVM),)))
         self.chain_id = int(self.tester.backend.chain.chain_id)
+        # eth-tester keeps every block's gas limit the genesis one.
+        self.block_gas_limit = int(self.tester.get_block_by_number("latest")["gas_limit"])
         self.waiting = WaitingTransactions()
         self.contracts = self._deploy_demo_contracts()
         self.methods: dict[str, Callable[[list[Any]], Any]] = {
@@ -179,6 +202,8 @@ class EmbeddedChain:
             return handler(params)
         except RpcError:
             raise
+        except ExecutionTimeout:
+            raise RpcError(SERVER_ERROR, f"execution aborted (timeout = {go_duration(self.call_timeout_s)})") from None
         except TransactionFailed as failure:
             raise revert_error(failure) from None
         except BlockNotFound:
@@ -202,11 +227,61 @@ class EmbeddedChain:
         value = self.tester.get_storage_at(param(params, 0), hex(slot), block_id(param(params, 2, None)))
         return value if isinstance(value, str) else "0x" + bytes(value).rjust(32, b"\0").hex()
 
+    # ------------------------------------------------------------------ calls and estimates
+
+    @contextmanager
+    def time_limit(self) -> Iterator[None]:
+        """Every call and estimate made within the block shares one deadline, ``call_timeout_s`` from now.
+
+        The chain answers one request at a time, so a batch of slow calls must not hold it
+        for the sum of their limits: once the budget is spent the rest are aborted at once.
+        """
+        self._calls_end = time.monotonic() + self.call_timeout_s
+        try:
+            yield
+        finally:
+            self._calls_end = None
+
+    @contextmanager
+    def _limited(self) -> Iterator[None]:
+        """Run EVM code for a call or estimate under the request's deadline (or a fresh one)."""
+        end = self._calls_end if self._calls_end is not None else time.monotonic() + self.call_timeout_s
+        if time.monotonic() >= end:
+            raise ExecutionTimeout  # the request's budget is spent: do not even start
+        with execution_deadline(end):
+            yield
+
+    @property
+    def gas_allowance(self) -> int:
+        """The most gas a call or estimate may use: the gas cap or the block gas limit, the lower."""
+        return min(self.gas_cap, self.block_gas_limit)
+
     def call(self, params: list[Any]) -> str:
-        return self.tester.call(read_only_call(param(params, 0)), state_block(param(params, 1, None)))
+        transaction = read_only_call(param(params, 0))
+        # As geth: more gas than the cap is lowered to it, and no gas at all means the allowance.
+        transaction["gas"] = min(transaction["gas"], self.gas_cap) if "gas" in transaction else self.gas_allowance
+        block = state_block(param(params, 1, None))
+        with self._limited():
+            return self.tester.call(transaction, block)
 
     def estimate_gas(self, params: list[Any]) -> str:
-        return hex(self.tester.estimate_gas(read_only_call(param(params, 0)), state_block(param(params, 1, None))))
+        return hex(self._estimate(read_only_call(param(params, 0)), state_block(param(params, 1, None))))
+
+    def _estimate(self, transaction: dict[str, Any], block: str | int) -> int:
+        """The gas ``transaction`` needs; RpcError as geth's when it needs more than the allowance."""
+        allowance = self.gas_allowance
+        exceeds = RpcError(SERVER_ERROR, f"gas required exceeds allowance ({allowance})")
+        try:
+            with self._limited():
+                estimate = self.tester.estimate_gas(transaction, block)
+        except OutOfGas:
+            # py-evm searches up to the block gas limit and fails with its last attempt's halt.
+            raise exceeds from None
+        except VMError as halt:  # invalid opcode, stack underflow, ...: eth-tester passes these on raw
+            raise RpcError(SERVER_ERROR, _halt_message(str(halt))) from None
+        if estimate > allowance:  # only when the cap is below the block gas limit
+            raise exceeds
+        return int(estimate)
 
     def fee_history(self, params: list[Any]) -> dict[str, Any]:
         count = param(params, 0)
@@ -328,8 +403,9 @@ class EmbeddedChain:
         if not isinstance(sender, str) or sender.lower() not in accounts:
             raise RpcError(SERVER_ERROR, "unknown account")
         if "gas" not in transaction:
-            # Reverts here surface as code 3 before anything is sent, as geth's estimate does.
-            transaction["gas"] = int(self.tester.estimate_gas(dict(transaction), "latest") * GAS_HEADROOM)
+            # Reverts here surface as code 3 before anything is sent, as geth's estimate does;
+            # the estimate runs under the time limit, the transaction itself is mined in full.
+            transaction["gas"] = int(self._estimate(dict(transaction), "latest") * GAS_HEADROOM)
         try:
             mined = self.tester.send_transaction(transaction)
         except _REFUSALS as exc:
