@@ -646,6 +646,22 @@ async def test_a_batch_of_looping_calls_shares_one_budget(edge: EdgeFactory) -> 
     assert answers[4]["result"] == "0x2"  # what is not EVM execution still runs
 
 
+async def test_looping_calls_from_many_callers_do_not_add_up_for_a_view(edge: EdgeFactory) -> None:
+    server = await edge("chain", chain=True)
+    url = server.make_url("/rpc")
+    # Four callers, each with its own looping call: without yielding, a view behind them waits 4 s.
+    loops = [asyncio.create_task(rpc(url, call(i, "eth_call", {"data": LOOP}, "latest"))) for i in range(4)]
+    deadline = time.monotonic() + POLL_DEADLINE_S
+    while (await request("GET", server.make_url("/health")))[1]["inflight"] < 4:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(POLL_INTERVAL_S)
+    _, block, block_s = await rpc(url, call(9, "eth_blockNumber"))
+    assert block["result"] == "0x2"
+    assert block_s < 2.5
+    for status, answer, _ in await asyncio.gather(*loops):
+        assert status == 200 and answer["error"]["message"] == "execution aborted (timeout = 1s)"
+
+
 async def test_a_precompile_grinding_is_aborted(edge: EdgeFactory) -> None:
     server = await edge("chain", chain=True)
     # BLAKE2 F (address 0x09) with 10 million rounds: 10 M gas, over a minute of pure Python.

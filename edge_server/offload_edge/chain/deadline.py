@@ -39,7 +39,14 @@ from eth.vm.forks.prague.computation import PragueComputation
 from eth.vm.forks.prague.state import PragueState
 from eth.vm.opcode_values import JUMP, JUMPI
 
-__all__ = ["WATCHED_PRECOMPILES", "DeadlinePragueVM", "ExecutionTimeout", "check_deadline", "execution_deadline"]
+__all__ = [
+    "WATCHED_PRECOMPILES",
+    "DeadlinePragueVM",
+    "ExecutionTimeout",
+    "YieldPoint",
+    "check_deadline",
+    "execution_deadline",
+]
 
 Precompile = Callable[[ComputationAPI], ComputationAPI]
 
@@ -59,25 +66,52 @@ def _deadline() -> float | None:
     return getattr(_local, "deadline", None)
 
 
+class YieldPoint:
+    """When calls running on one chain must give way to a request that has waited long enough.
+
+    The chain serves one request at a time. Each request's calls have their own budget, but
+    several requests of looping calls in a row would each spend theirs while a view waits
+    behind all of them; with a yield point at "the oldest waiter's arrival + one budget", the
+    running call (and each queued one, as it starts) gives way once someone has waited that
+    long. ``at`` is set from the event loop and read in the worker thread (a float is
+    replaced atomically); None means nobody is waiting.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
+def _expired(deadline: float) -> bool:
+    now = time.monotonic()
+    point = getattr(_local, "yield_point", None)
+    give_way = point.at if point is not None else None
+    return now >= deadline or (give_way is not None and now >= give_way)
+
+
 def check_deadline() -> None:
-    """Raise :class:`ExecutionTimeout` if this thread's deadline (``time.monotonic``) has passed."""
+    """Raise :class:`ExecutionTimeout` once this thread's deadline (``time.monotonic``) or yield point passed."""
     deadline = getattr(_local, "deadline", None)
-    if deadline is not None and time.monotonic() >= deadline:
+    if deadline is not None and _expired(deadline):
         raise ExecutionTimeout
 
 
 @contextmanager
-def execution_deadline(deadline: float) -> Iterator[None]:
-    """Stop EVM execution in this thread at ``deadline`` (``time.monotonic``) within the block.
+def execution_deadline(deadline: float, yield_point: YieldPoint | None = None) -> Iterator[None]:
+    """Stop EVM execution in this thread at ``deadline`` (``time.monotonic``), or at ``yield_point``, within the block.
 
     Nested blocks keep the earlier deadline.
     """
     outer = _deadline()
+    outer_point = getattr(_local, "yield_point", None)
     _local.deadline = deadline if outer is None else min(outer, deadline)
+    _local.yield_point = yield_point or outer_point
     try:
         yield
     finally:
         _local.deadline = outer
+        _local.yield_point = outer_point
 
 
 def _checked_opcode(opcode: Any) -> Any:
@@ -103,7 +137,7 @@ def _interruptible(precompile: Precompile) -> Precompile:
             # Only "call" events reach a global trace function that returns None, so this
             # runs once per Python call and never per line. Raising here unwinds the
             # precompile (CPython removes the trace function when it raises).
-            if time.monotonic() >= deadline:
+            if _expired(deadline):
                 raise ExecutionTimeout
 
         sys.settrace(on_call)

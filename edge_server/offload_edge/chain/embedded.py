@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from .backend import Reply, json_reply
@@ -21,7 +22,9 @@ class EmbeddedBackend:
     once) runs in a worker thread while holding the chain lock; the event loop
     keeps serving ``/health`` and the other routes meanwhile. The calls and
     estimates of one request share ``call_timeout_s``, so none holds the chain
-    much longer than that (mined transactions are not time-limited).
+    much longer than that (mined transactions are not time-limited); and once a
+    request has waited ``call_timeout_s`` for the chain, the calls ahead of it
+    give way, so it never waits behind several such budgets in a row.
     """
 
     mode = "embedded"
@@ -37,6 +40,8 @@ class EmbeddedBackend:
         self._chain_lock = threading.Lock()
         # Read by /health without waiting for the lock (and without touching py-evm).
         self.block_number: int | None = None
+        # Since when each request waiting for the chain has waited, oldest first (event loop only).
+        self._waiting: list[list[float]] = []
 
     async def start(self) -> None:
         """Create the chain and deploy the demo contracts (a few hundred ms, off the event loop)."""
@@ -63,8 +68,24 @@ class EmbeddedBackend:
     async def rpc(self, body: bytes) -> Reply:
         """Answer a JSON-RPC body; HTTP status 200 as geth, errors inside the JSON."""
         chain = self._require_chain()
-        async with self._queue:
-            return await asyncio.to_thread(self._answer, chain, body)
+        waiter = [time.monotonic()]  # a list: its identity, not its value, marks this request
+        self._waiting.append(waiter)
+        self._update_yield_point()
+        try:
+            async with self._queue:
+                self._stop_waiting(waiter)
+                return await asyncio.to_thread(self._answer, chain, body)
+        finally:
+            self._stop_waiting(waiter)  # cancelled while waiting: no longer anyone to give way to
+
+    def _stop_waiting(self, waiter: list[float]) -> None:
+        if any(item is waiter for item in self._waiting):
+            self._waiting = [item for item in self._waiting if item is not waiter]
+            self._update_yield_point()
+
+    def _update_yield_point(self) -> None:
+        if self.chain is not None:
+            self.chain.yield_point.at = self._waiting[0][0] + self.call_timeout_s if self._waiting else None
 
     async def contracts(self) -> Reply:
         """The demo contracts' addresses and the chain id."""

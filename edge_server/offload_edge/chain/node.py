@@ -27,7 +27,7 @@ from eth_utils import decode_hex, to_checksum_address
 
 from .addresses import DEV_ACCOUNT, DEV_PRIVATE_KEY, create_address, demo_contract_addresses
 from .artifacts import DEMO_CONTRACTS, load_artifact
-from .deadline import DeadlinePragueVM, ExecutionTimeout, execution_deadline
+from .deadline import DeadlinePragueVM, ExecutionTimeout, YieldPoint, execution_deadline
 from .fees import MAX_BLOCKS, fee_history, latest_number
 from .jsonrpc import EXECUTION_REVERTED, INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_ERROR, RpcError
 from .limits import DEFAULT_CALL_TIMEOUT_S, DEFAULT_GAS_CAP, go_duration
@@ -139,6 +139,8 @@ class EmbeddedChain:
     def __init__(self, *, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, gas_cap: int = DEFAULT_GAS_CAP) -> None:
         self.call_timeout_s = call_timeout_s
         self.gas_cap = gas_cap
+        # Where calls give way to a request that has waited for the chain (set by the backend).
+        self.yield_point = YieldPoint()
         # When the current request's calls must be done (time.monotonic); None outside time_limit.
         self._calls_end: float | None = None
         # eth-tester's own VM (Prague), made stoppable: see .deadline.
@@ -248,7 +250,7 @@ class EmbeddedChain:
         end = self._calls_end if self._calls_end is not None else time.monotonic() + self.call_timeout_s
         if time.monotonic() >= end:
             raise ExecutionTimeout  # the request's budget is spent: do not even start
-        with execution_deadline(end):
+        with execution_deadline(end, self.yield_point):
             yield
 
     @property
