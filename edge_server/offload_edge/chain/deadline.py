@@ -66,15 +66,19 @@ def _deadline() -> float | None:
     return getattr(_local, "deadline", None)
 
 
+# How long a call runs before it gives way to a waiting request (see YieldPoint).
+MIN_RUN_BEFORE_YIELD_S = 0.1
+
+
 class YieldPoint:
     """When calls running on one chain must give way to a request that has waited long enough.
 
     The chain serves one request at a time. Each request's calls have their own budget, but
     several requests of looping calls in a row would each spend theirs while a view waits
     behind all of them; with a yield point at "the oldest waiter's arrival + one budget", the
-    running call (and each queued one, as it starts) gives way once someone has waited that
-    long. ``at`` is set from the event loop and read in the worker thread (a float is
-    replaced atomically); None means nobody is waiting.
+    running call (and each queued one) gives way once someone has waited that long and it has
+    itself run :data:`MIN_RUN_BEFORE_YIELD_S`. ``at`` is set from the event loop and read in the
+    worker thread (a float is replaced atomically); None means nobody is waiting.
     """
 
     __slots__ = ("at",)
@@ -85,9 +89,13 @@ class YieldPoint:
 
 def _expired(deadline: float) -> bool:
     now = time.monotonic()
+    if now >= deadline:
+        return True
     point = getattr(_local, "yield_point", None)
     give_way = point.at if point is not None else None
-    return now >= deadline or (give_way is not None and now >= give_way)
+    # Only a call that has run a while gives way: ordinary calls take milliseconds, and under a
+    # long queue of them (100 concurrent writes, each estimated) every waiter is "late".
+    return give_way is not None and now >= give_way and now - _local.started >= MIN_RUN_BEFORE_YIELD_S
 
 
 def check_deadline() -> None:
@@ -105,13 +113,16 @@ def execution_deadline(deadline: float, yield_point: YieldPoint | None = None) -
     """
     outer = _deadline()
     outer_point = getattr(_local, "yield_point", None)
+    outer_started = getattr(_local, "started", None)
     _local.deadline = deadline if outer is None else min(outer, deadline)
     _local.yield_point = yield_point or outer_point
+    _local.started = time.monotonic() if outer_started is None else outer_started
     try:
         yield
     finally:
         _local.deadline = outer
         _local.yield_point = outer_point
+        _local.started = outer_started
 
 
 def _checked_opcode(opcode: Any) -> Any:

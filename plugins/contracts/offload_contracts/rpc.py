@@ -61,7 +61,10 @@ CALL_METHODS = frozenset({"eth_call", "eth_estimateGas"})
 # geth's --rpc.gascap default: the most gas one eth_call or eth_estimateGas may use.
 DEFAULT_CALL_GAS_CAP = 50_000_000
 # geth's --rpc.evmtimeout default.
-DEFAULT_CALL_TIMEOUT_S = 5.0
+# The whole wait of a request holding calls, queueing at the node included (the pool default
+# timeout_s): what stops a runaway call is the node's own limit (geth --rpc.evmtimeout 5 s,
+# offload-edge --call-timeout-s 1 s); under 100 concurrent writes a node's queue alone takes seconds.
+DEFAULT_CALL_TIMEOUT_S = 10.0
 # EIP-7825's limit on one transaction's gas (Osaka): nodes on those rules (hardhat among them)
 # refuse a call that asks for more, so a call without gas is given at most this much.
 MAX_TRANSACTION_GAS = 2**24
