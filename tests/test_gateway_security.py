@@ -372,3 +372,29 @@ async def test_redirects_from_an_edge_are_never_followed(
     assert (status, body["status_code"]) == (302, 302), body
     assert body["data"] != "followed"
     assert hits == []
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"GET /square/2 HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n", b"403"),
+        (b"GET http://evil.example/square/2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"403"),
+        (b"GET http://127.0.0.1/square/2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"200"),
+        (b"GET /square/2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nbody", b"400"),
+        (b"POST /updateservers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\r\n\r\n", b"401"),
+        (
+            b"POST /updateservers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + TEST_TOKEN.encode()[:-1]
+            + b"\xa4\r\n\r\n",
+            b"401",
+        ),
+    ],
+)
+async def test_requests_judged_by_one_name_and_meant_for_another_are_refused(
+    math_gateway: Gateway, head: bytes, expected: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = await raw_exchange(
+        math_gateway.server.port, head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    )
+    assert answer.startswith(b"HTTP/1.1 " + expected), answer[:300]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]

@@ -32,6 +32,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sanic import Request, Sanic
 
@@ -161,6 +162,13 @@ class AccessGuard:
             self._host_verdicts[host_header] = verdict
         return verdict
 
+    def target_allowed(self, raw_url: bytes) -> bool:
+        """An origin-form target (``/path``), or an absolute one (``http://host/path``) naming an allowed host."""
+        if raw_url[:1] == b"/" or raw_url == b"*":
+            return True
+        parts = urlsplit(raw_url.decode("latin-1"))
+        return bool(parts.netloc) and self.host_allowed(parts.netloc)
+
     def cross_site(self, request: Request) -> str | None:
         """Why ``request`` is a cross-site request we refuse, or None."""
         origin = request.headers.get("origin")
@@ -178,7 +186,10 @@ class AccessGuard:
 
     def check(self, request: Request) -> None:
         """Refuse ``request`` (raising :class:`OffloadError`) unless its host, origin, size and credential pass."""
-        if not self.host_allowed(request.headers.get("host")):
+        hosts = request.headers.getall("host", None) or [None]
+        # Two Host headers, or an absolute request target naming another host, would let a
+        # request be judged by one name and meant for another.
+        if len(hosts) > 1 or not self.host_allowed(hosts[0]) or not self.target_allowed(request.raw_url):
             raise OffloadError(
                 403,
                 "host not allowed: this gateway answers only to its own address "
@@ -189,9 +200,12 @@ class AccessGuard:
             raise OffloadError(
                 403, f"{reason}: add the page's origin to [gateway] allowed_origins to let it call this gateway"
             )
+        length = request.headers.get("content-length")
+        if request.method in _READ_METHODS and (length not in (None, "0") or "transfer-encoding" in request.headers):
+            # A GET's body has no meaning; left unread it would also cost a log line per request.
+            raise OffloadError(400, f"a {request.method} request carries no body")
         limit = getattr(request.route.ctx, "max_body", None) if request.route is not None else None
         limit = self.max_body_bytes if limit is None else limit
-        length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise OffloadError(413, f"the body is larger than this route accepts ({limit} bytes)")
         if request.stream is not None:
@@ -212,7 +226,12 @@ class AccessGuard:
         if self.token is None:
             raise OffloadError(403, f"{request.path} changes state and needs the operator's token; {HOW_TO_CONFIGURE}")
         scheme, _, credential = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+        # surrogateescape: Sanic keeps a header's undecodable bytes as surrogates; compare the bytes sent.
+        try:
+            sent = credential.strip().encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            sent = b""  # not bytes any client sent: not the token
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, self.token.encode()):
             raise OffloadError(
                 401,
                 f"{request.path} changes state: send the operator's token as 'Authorization: Bearer <token>'",
