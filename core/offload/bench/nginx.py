@@ -44,6 +44,8 @@ def nginx_config(prefix: Path, port: int, edge_urls: list[str]) -> Path:
       proxy_pass http://edges/hello;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # The edges answer only to loopback names (their Host allowlist), not to "edges".
+      proxy_set_header Host {HOST};
     }}
   }}""",
     )
