@@ -55,6 +55,7 @@ from yarl import URL
 from offload.app import create_app
 from offload.settings import parse_settings
 from offload.testing import RunningServer, serve_app
+from offload_contracts.rpc import RAW_TRANSACTION_METHOD, READ_METHODS
 from offload_edge.app import EdgeConfig, create_edge_app
 from offload_edge.chain.node import DEV_PRIVATE_KEY, demo_contract_addresses
 
@@ -135,32 +136,10 @@ NASTY_SEGMENTS = [
     "a" * 9000,
 ]
 QUERY_KEYS = ["server", "arg", "contractID", "operation", "requestID", "args", "amount", "name", "newGreeting"]
+# Every read the gateway forwards, the one write it relays, and methods it must refuse.
 RPC_METHODS = [
-    "web3_clientVersion",
-    "web3_sha3",
-    "net_version",
-    "net_listening",
-    "eth_chainId",
-    "eth_syncing",
-    "eth_blockNumber",
-    "eth_accounts",
-    "eth_getBalance",
-    "eth_getCode",
-    "eth_getStorageAt",
-    "eth_getTransactionCount",
-    "eth_call",
-    "eth_estimateGas",
-    "eth_gasPrice",
-    "eth_maxPriorityFeePerGas",
-    "eth_feeHistory",
-    "eth_getBlockByNumber",
-    "eth_getBlockByHash",
-    "eth_getTransactionByHash",
-    "eth_getTransactionReceipt",
-    "eth_getBlockReceipts",
-    "eth_getLogs",
-    "eth_getProof",
-    "eth_sendRawTransaction",
+    *sorted(READ_METHODS),
+    RAW_TRANSACTION_METHOD,
     "eth_sendTransaction",
     "eth_sign",
     "admin_peers",

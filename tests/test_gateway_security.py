@@ -215,22 +215,25 @@ async def raw_exchange(port: int, data: bytes, timeout_s: float = 5.0) -> bytes:
         writer.close()
 
 
+def operator_post_head(framing: bytes) -> bytes:
+    """The head of an operator's JSON ``POST /updateservers`` whose body is framed by ``framing``."""
+    return (
+        b"POST /updateservers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + TEST_TOKEN.encode() + b"\r\n" + framing + b"\r\n\r\n"
+    )
+
+
 async def test_an_oversized_body_is_refused_before_it_is_sent(edge: EdgeFactory, gateway: GatewayFactory) -> None:
     local = await edge("local")
     gw = await gateway(math_config(servers_table(("local", local)), max_body_bytes=1000))
     # Only the headers are sent: the answer must come without the gateway waiting for 100 MB.
-    head = (
-        b"POST /updateservers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Authorization: Bearer " + TEST_TOKEN.encode() + b"\r\nContent-Length: 100000000\r\n\r\n"
-    )
+    head = operator_post_head(b"Content-Length: 100000000")
     answer = await raw_exchange(gw.server.port, head)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     # A chunked body that grows past the limit is cut off too.
     chunk = b"x" * 800
     chunked = (
-        head.replace(b"Content-Length: 100000000", b"Transfer-Encoding: chunked")
-        + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 3
-        + b"0\r\n\r\n"
+        operator_post_head(b"Transfer-Encoding: chunked") + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 3 + b"0\r\n\r\n"
     )
     answer = await raw_exchange(gw.server.port, chunked)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
@@ -280,10 +283,7 @@ async def test_half_sent_requests_cannot_lock_callers_out(edge: EdgeFactory, gat
 async def test_bodies_sent_slowly_cannot_lock_callers_out(edge: EdgeFactory, gateway: GatewayFactory) -> None:
     local = await edge("local")
     gw = await gateway(math_config(servers_table(("local", local)), max_client_connections=20))
-    head = (
-        b"POST /updateservers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Authorization: Bearer " + TEST_TOKEN.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
-    )
+    head = operator_post_head(b"Content-Length: 1000") + b"{"
     stalled: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         for _ in range(60):  # bodies promised and never finished, three times the cap
