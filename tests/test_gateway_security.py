@@ -398,3 +398,50 @@ async def test_requests_judged_by_one_name_and_meant_for_another_are_refused(
     )
     assert answer.startswith(b"HTTP/1.1 " + expected), answer[:300]
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+# --- third-party routes -----------------------------------------------------------------------------------
+
+
+class ThirdPartyPlugin:
+    """A plugin registered directly, with one POST route declared as ``access`` (None: not declared)."""
+
+    def __init__(self, access: str | None) -> None:
+        from sanic import Blueprint, response
+
+        from offload import hookimpl
+
+        extra = {} if access is None else {"ctx_access": access}
+
+        @hookimpl
+        def offload_routes(plugin: Any) -> Any:
+            blueprint = Blueprint(f"third_party_{id(plugin)}")
+
+            async def change(request: Any) -> Any:
+                return response.json({"changed": True})
+
+            blueprint.add_route(change, "/change", methods=["POST"], **extra)
+            return blueprint
+
+        self.offload_routes = offload_routes
+
+
+async def test_a_plugins_post_route_that_says_nothing_needs_the_token(
+    edge: EdgeFactory, gateway: GatewayFactory
+) -> None:
+    local = await edge("local")
+    document = {"plugins": {"third": {"servers": servers_table(("local", local))}}}
+    gw = await gateway(document, extra_plugins={"third": ThirdPartyPlugin(None)})
+    assert (await status_of(gw.client, "POST", "/change"))[0] == 401
+    assert await status_of(gw.operator, "POST", "/change") == (200, {"changed": True})
+    open_gw = await gateway(document, extra_plugins={"third": ThirdPartyPlugin("read")})
+    assert await status_of(open_gw.client, "POST", "/change") == (200, {"changed": True})
+
+
+def test_a_route_declaring_an_unknown_access_level_stops_startup() -> None:
+    from offload.app import create_app
+    from offload.settings import parse_settings
+
+    settings = parse_settings({"plugins": {"third": {}}})
+    with pytest.raises(ConfigError, match="ctx_access='admin'; use READ or OPERATOR"):
+        create_app(settings, extra_plugins={"third": ThirdPartyPlugin("admin")}, api_token=TEST_TOKEN)

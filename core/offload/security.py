@@ -29,7 +29,6 @@ import functools
 import hmac
 import inspect
 import ipaddress
-import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Content types an HTML form (or a no-preflight fetch) can send cross-site: never accepted for a write.
 _SIMPLE_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+# Distinct Host headers whose verdict is remembered (see AccessGuard.host_allowed).
 HOST_VERDICTS_KEPT = 256
 # A token shorter than this is guessable by a patient attacker on the local network.
 MIN_TOKEN_LENGTH = 16
@@ -67,8 +67,6 @@ HOW_TO_CONFIGURE = (
     f"set {TOKEN_ENV} (or [gateway] api_token_file) when starting the gateway, "
     "then send it as 'Authorization: Bearer <token>'"
 )
-
-log = logging.getLogger("offload.security")
 
 
 def load_api_token(token_file: str, base_dir: Path, environ: Mapping[str, str] | None = None) -> str | None:
