@@ -95,8 +95,6 @@ def create_app(
         token, bind_host or gateway.host, gateway.allowed_hosts, gateway.allowed_origins, gateway.max_body_bytes
     )
     install_access_guard(app, guard)
-    # Sanic refuses bodies above REQUEST_MAX_SIZE before routing; the guard then applies each route's own limit.
-    app.config.REQUEST_MAX_SIZE = max([gateway.max_body_bytes, *route_body_limits(app)])
     if workers > 1:
         share_throughput_windows(app, engine)
     return app
@@ -106,12 +104,6 @@ def settings_dir(settings: Settings) -> Path:
     """The directory of the plugins.toml ``settings`` came from (relative paths start there)."""
     source = Path(settings.source)
     return source.parent if source.is_file() else Path.cwd()
-
-
-def route_body_limits(app: Sanic) -> list[int]:
-    """Body-size limits routes declared with ``ctx_max_body``."""
-    limits = (getattr(route.ctx, "max_body", None) for route in app.router.routes)
-    return [limit for limit in limits if isinstance(limit, int)]
 
 
 def share_throughput_windows(app: Sanic, engine: Engine) -> None:

@@ -248,16 +248,21 @@ def install_access_guard(app: Sanic, guard: AccessGuard) -> None:
 
     Each route's handler is wrapped, with the route's declared access and body limit
     looked up once here: a Sanic signal or middleware would cost 6 to 12 µs a request,
-    the wrapper about one. Bodies above the largest route limit are refused by Sanic
-    before they are read (``REQUEST_MAX_SIZE``, set by the app factory); a route's own
-    smaller limit is checked here.
+    the wrapper about one. Bodies above the largest limit of any route are refused by
+    Sanic before they are read (its ``REQUEST_MAX_SIZE``, set here); a route's own
+    smaller limit is checked by the wrapper.
     """
     app.ctx.access_guard = guard
+    largest = guard.max_body_bytes
     for route in app.router.routes:
         declared = getattr(route.ctx, "access", None)
         if declared is not None and declared not in ACCESS_LEVELS:
             raise ConfigError(f"route {route.path!r} declares ctx_access={declared!r}; use READ or OPERATOR")
-        route.handler = _guarded(route.handler, guard, declared, getattr(route.ctx, "max_body", None))
+        max_body = getattr(route.ctx, "max_body", None)
+        if isinstance(max_body, int):
+            largest = max(largest, max_body)
+        route.handler = _guarded(route.handler, guard, declared, max_body)
+    app.config.REQUEST_MAX_SIZE = largest
 
 
 def _guarded(handler: Callable[..., Any], guard: AccessGuard, access: str | None, max_body: int | None) -> Any:
