@@ -37,48 +37,35 @@ def strict_json(body: bytes) -> tuple[bool, str]:
     return True, ""
 
 
+INCREMENT = "/contracts/Counter/increment"
+
 # 2-5. cross-site writes, rebinding, write over GET --------------------------------------------------------
 
 
-async def attack_csrf_text(probe: Probe, record: Record) -> None:
-    status, answer, _, _, error = await probe.request(
-        "POST",
-        f"{probe.gateway}/contracts/Counter/increment",
-        data=b"{}",
-        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
-    )
+async def send_write(probe: Probe, record: Record, method: str, path: str, **kwargs: Any) -> None:
+    """One attempt at a write as a stranger would make it; its status and answer go on ``record``."""
+    status, answer, _, _, error = await probe.request(method, probe.gateway + path, **kwargs)
     record.statuses.append(probe.show(status, error))
     record.details["answer"] = excerpt(answer)
+
+
+async def attack_csrf_text(probe: Probe, record: Record) -> None:
+    headers = {"Content-Type": "text/plain", "Origin": "http://evil.example"}
+    await send_write(probe, record, "POST", INCREMENT, data=b"{}", headers=headers)
 
 
 async def attack_csrf_form(probe: Probe, record: Record) -> None:
-    status, answer, _, _, error = await probe.request(
-        "POST",
-        f"{probe.gateway}/contracts/Counter/increment",
-        data=b"",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    record.statuses.append(probe.show(status, error))
-    record.details["answer"] = excerpt(answer)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    await send_write(probe, record, "POST", INCREMENT, data=b"", headers=headers)
 
 
 async def attack_rebind(probe: Probe, record: Record) -> None:
-    status, answer, _, _, error = await probe.request(
-        "POST",
-        f"{probe.gateway}/contracts/Counter/increment",
-        data=b"{}",
-        headers=probe.json_headers(Host="evil.example:8899"),
-    )
-    record.statuses.append(probe.show(status, error))
-    record.details["answer"] = excerpt(answer)
+    headers = probe.json_headers(Host="evil.example:8899")
+    await send_write(probe, record, "POST", INCREMENT, data=b"{}", headers=headers)
 
 
 async def attack_get_write(probe: Probe, record: Record) -> None:
-    status, answer, _, _, error = await probe.request(
-        "GET", f"{probe.gateway}/contracts/execcontract?contractID=Counter&operation=increment"
-    )
-    record.statuses.append(probe.show(status, error))
-    record.details["answer"] = excerpt(answer)
+    await send_write(probe, record, "GET", "/contracts/execcontract?contractID=Counter&operation=increment")
 
 
 # 8. updateservers over GET ---------------------------------------------------------------------------------
