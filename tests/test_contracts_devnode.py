@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,15 +51,25 @@ async def operator_web3(devnode_gateway: Gateway) -> AsyncIterator[AsyncWeb3]:
 
 
 @pytest.fixture
-async def devnode_gateway(
+def signing_devnode_gateway(
     dev_node: DevNode,  # noqa: F811
     deployed: dict[str, str],
     gateway: GatewayFactory,
     monkeypatch: pytest.MonkeyPatch,
-) -> Gateway:
-    # The gateway signs as account #1, so its nonces never race the test's own transactions.
-    monkeypatch.setenv(KEY_ENV, dev_node.private_keys[1])
-    return await gateway(devnode_document(dev_node, deployed))
+) -> Callable[..., Awaitable[Gateway]]:
+    """Factory: ``await signing_devnode_gateway(**contracts_options)``, a gateway in front of hardhat."""
+
+    async def start(**options: Any) -> Gateway:
+        # The gateway signs as account #1, so its nonces never race the test's own transactions.
+        monkeypatch.setenv(KEY_ENV, dev_node.private_keys[1])
+        return await gateway(devnode_document(dev_node, deployed, **options))
+
+    return start
+
+
+@pytest.fixture
+async def devnode_gateway(signing_devnode_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
+    return await signing_devnode_gateway()
 
 
 def devnode_document(dev_node: DevNode, deployed: dict[str, str], **options: Any) -> dict[str, Any]:  # noqa: F811
@@ -149,13 +159,9 @@ async def test_call_gas_is_capped_on_hardhat(
 
 
 async def test_a_transaction_over_the_gas_cap_is_refused_on_hardhat(
-    dev_node: DevNode,  # noqa: F811
-    deployed: dict[str, str],
-    gateway: GatewayFactory,
-    monkeypatch: pytest.MonkeyPatch,
+    signing_devnode_gateway: Callable[..., Awaitable[Gateway]],
 ) -> None:
-    monkeypatch.setenv(KEY_ENV, dev_node.private_keys[1])
-    gw = await gateway(devnode_document(dev_node, deployed, call_gas_cap=1_000_000))
+    gw = await signing_devnode_gateway(call_gas_cap=1_000_000)
     async with gw.operator.post("/contracts/Hello/setGreeting", json={"newGreeting": "x" * 2000}) as reply:
         body = await reply.json()
         assert reply.status == 422, body
