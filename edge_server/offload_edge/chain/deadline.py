@@ -66,7 +66,7 @@ def _deadline() -> float | None:
     return getattr(_local, "deadline", None)
 
 
-# How long a call runs before it gives way to a waiting request (see YieldPoint).
+# How much CPU time a call uses before it gives way to a waiting request (see YieldPoint).
 MIN_RUN_BEFORE_YIELD_S = 0.1
 
 
@@ -77,7 +77,7 @@ class YieldPoint:
     several requests of looping calls in a row would each spend theirs while a view waits
     behind all of them; with a yield point at "the oldest waiter's arrival + one budget", the
     running call (and each queued one) gives way once someone has waited that long and it has
-    itself run :data:`MIN_RUN_BEFORE_YIELD_S`. ``at`` is set from the event loop and read in the
+    itself used :data:`MIN_RUN_BEFORE_YIELD_S` of CPU time. ``at`` is set from the event loop and read in the
     worker thread (a float is replaced atomically); None means nobody is waiting.
     """
 
@@ -93,9 +93,13 @@ def _expired(deadline: float) -> bool:
         return True
     point = getattr(_local, "yield_point", None)
     give_way = point.at if point is not None else None
-    # Only a call that has run a while gives way: ordinary calls take milliseconds, and under a
-    # long queue of them (100 concurrent writes, each estimated) every waiter is "late".
-    return give_way is not None and now >= give_way and now - _local.started >= MIN_RUN_BEFORE_YIELD_S
+    # Only a call that has worked a while gives way: ordinary calls take milliseconds, and under a
+    # long queue of them (100 concurrent writes, each estimated) every waiter is "late". Counted in
+    # this thread's CPU time, not wall time: a thread starved of the GIL by a busy event loop has
+    # done no work, and an estimate stopped for that came back as a spurious timeout.
+    return (
+        give_way is not None and now >= give_way and time.thread_time() - _local.started_cpu >= MIN_RUN_BEFORE_YIELD_S
+    )
 
 
 def check_deadline() -> None:
@@ -113,16 +117,16 @@ def execution_deadline(deadline: float, yield_point: YieldPoint | None = None) -
     """
     outer = _deadline()
     outer_point = getattr(_local, "yield_point", None)
-    outer_started = getattr(_local, "started", None)
+    outer_started = getattr(_local, "started_cpu", None)
     _local.deadline = deadline if outer is None else min(outer, deadline)
     _local.yield_point = yield_point or outer_point
-    _local.started = time.monotonic() if outer_started is None else outer_started
+    _local.started_cpu = time.thread_time() if outer_started is None else outer_started
     try:
         yield
     finally:
         _local.deadline = outer
         _local.yield_point = outer_point
-        _local.started = outer_started
+        _local.started_cpu = outer_started
 
 
 def _checked_opcode(opcode: Any) -> Any:
