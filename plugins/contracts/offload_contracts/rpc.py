@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,10 @@ class CallLimits:
 
     gas_cap: int = DEFAULT_CALL_GAS_CAP
     timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+
+    def timeout_for(self, methods: Iterable[str]) -> float | None:
+        """:attr:`timeout_s` for a request holding a call among ``methods``; None (the pool's timeout) otherwise."""
+        return self.timeout_s if any(method in CALL_METHODS for method in methods) else None
 
     @property
     def default_gas(self) -> int:
@@ -199,15 +203,14 @@ class EngineProvider(AsyncJSONBaseProvider):
 
     async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         body = self.encode_rpc_request(method, self.limited(method, params))
-        timeout_s = self.sender.limits.timeout_s if method in CALL_METHODS else None
+        timeout_s = self.sender.limits.timeout_for([method])
         response, _ = await self.sender.send(body, idempotent=method in READ_METHODS, timeout_s=timeout_s)
         return response
 
     async def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
         body = self.encode_batch_rpc_request([(method, self.limited(method, params)) for method, params in requests])
         idempotent = all(method in READ_METHODS for method, _ in requests)
-        calls = any(method in CALL_METHODS for method, _ in requests)
-        timeout_s = self.sender.limits.timeout_s if calls else None
+        timeout_s = self.sender.limits.timeout_for(method for method, _ in requests)
         response, _ = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
         return response
 

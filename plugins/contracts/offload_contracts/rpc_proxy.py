@@ -206,7 +206,7 @@ class RpcProxy:
 
     def timeout_for(self, checked: list[Checked]) -> float | None:
         """The deadline of a request holding calls (which run contract code on the node), else the pool's."""
-        return self.sender.limits.timeout_s if any(item.method in CALL_METHODS for item in checked) else None
+        return self.sender.limits.timeout_for(item.method for item in checked)
 
     async def single(self, checked: Checked) -> RpcReply:
         """Forward one checked request; a notification is answered 204 once the node took it."""
