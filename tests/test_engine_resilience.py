@@ -60,15 +60,36 @@ def test_breaker_reopens_early_on_a_good_probe_and_respects_the_cap() -> None:
     assert capped.refresh() == CLOSED and capped.consecutive_failures == 1
 
 
-def test_retry_budget_allows_a_minimum_then_a_share_of_active_requests() -> None:
-    budget = RetryBudget(ratio=0.2, min_concurrent=3)
-    budget.active_requests = 5
-    assert [budget.allow_retry() for _ in range(4)] == [True, True, True, False]
-    budget.retry_done()
-    assert budget.allow_retry()
-    budget.active_requests = 50  # 20 % of 50 = 10 concurrent retries
-    assert sum(budget.allow_retry() for _ in range(20)) == 7
-    assert budget.refused == 14
+def test_retry_budget_earns_a_share_of_requests_plus_a_minimum_per_second() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.2, min_per_s=0.5, window_s=10, clock=clock)  # a reserve of 5 retries
+    for _ in range(30):
+        budget.deposit()  # 30 requests earn 6 retries
+    assert sum(budget.allow_retry() for _ in range(20)) == 11
+    assert budget.refused == 9
+    clock.now += 5
+    budget.deposit()
+    assert not budget.allow_retry()  # half a window later everything is still spent
+    clock.now += 5.5
+    # The first 30 deposits and 11 withdrawals expired; the reserve and the last 0.2 remain.
+    assert sum(budget.allow_retry() for _ in range(10)) == 5
+
+
+def test_a_burst_of_failures_is_retried_while_a_sick_pool_is_capped() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.2, min_per_s=10, window_s=10, clock=clock)
+    # 2,000 requests a second; one dead server's 16 in-flight requests fail at once: all retried.
+    for _ in range(2000):
+        budget.deposit()
+    assert all(budget.allow_retry() for _ in range(16))
+    # Then every request fails for 10 s: retries stay near 20 % of requests plus 10 a second.
+    granted = 0
+    for _ in range(100):
+        clock.now += 0.1
+        for _ in range(200):
+            budget.deposit()
+            granted += budget.allow_retry()
+    assert 4000 <= granted <= 4000 + 100 + 400 + 16
 
 
 def servers_with(costs_ms: Sequence[float], inflight: Sequence[int] = ()) -> list[Server]:
@@ -227,14 +248,14 @@ async def test_fails_open_when_every_server_looks_unhealthy(edge: EdgeFactory) -
 
 
 async def test_the_retry_budget_caps_a_retry_storm(edge: EdgeFactory) -> None:
-    # The backup is slow, so every granted retry still holds its budget slot when the others ask.
-    backup = await edge("backup", delay_ms=150)
+    backup = await edge("backup")
     failing = Sanic("always_failing_edge")
     failing.add_route(lambda request: response.text("boom", status=500), "/hello", name="hello")
     failing.add_route(lambda request: response.json({"status": "ok"}), "/health", name="health")
     async with serve_app(failing) as failing_server:
         servers = [("failing", failing_server.url), ("backup", backup.url)]
-        async with engine_for(servers, policy="always_first", eject_after=1000) as engine:
+        config = {"policy": "always_first", "eject_after": 1000, "retry_min_per_s": 0.0}
+        async with engine_for(servers, **config) as engine:
             outcomes = await asyncio.gather(
                 *(engine.offload("p", Task("/hello")) for _ in range(30)), return_exceptions=True
             )

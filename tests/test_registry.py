@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from offload.addresses import normalize_url
+from offload.breaker import HALF_OPEN, OPEN
 from offload.pool_config import PoolConfig
 from offload.registry import Pool, Registry
 from offload.settings import ServerSpec
+
+from clocks import FakeClock
 
 
 def make_pool(*specs: ServerSpec) -> Pool:
@@ -86,10 +89,25 @@ def test_latency_averages_probes_and_failures() -> None:
 def test_ejection_never_takes_more_than_half_the_pool() -> None:
     pool = make_pool(*(ServerSpec(name, f"127.0.0.1:{5000 + i}") for i, name in enumerate("abcd")))
     opened = [
-        server.record_failure("refused", may_open=pool.may_eject_one_more(), immediate=True) for server in pool.servers
+        server.record_failure("refused", may_open=pool.may_eject(server), immediate=True) for server in pool.servers
     ]
     assert opened == [True, True, False, False]
     assert pool.ejected() == 2
+
+
+def test_a_half_open_server_whose_trial_fails_is_ejected_again() -> None:
+    # Two servers, at most one out: the one already out must still be re-opened by its failed trial.
+    pool = make_pool(ServerSpec("a", "127.0.0.1:5000"), ServerSpec("b", "127.0.0.1:5001"))
+    clock = FakeClock()
+    server = pool.servers[0]
+    server.breaker.clock = clock
+    assert server.record_failure("HTTP 500", may_open=pool.may_eject(server), immediate=True)
+    clock.now += server.breaker.settings.base_s
+    assert server.breaker.refresh() == HALF_OPEN
+    server.breaker.on_dispatch()  # the trial
+    assert server.record_failure("HTTP 500", may_open=pool.may_eject(server))
+    assert server.breaker.refresh() == OPEN and server.breaker.times_opened == 2
+    assert not pool.may_eject(pool.servers[1])  # while the other may still not join it
 
 
 def test_registry_refuses_a_pool_defined_twice() -> None:

@@ -108,7 +108,9 @@ class Engine:
         self.runtime[pool.name] = PoolRuntime(
             policy=factory(self.rng),
             meter=SlidingWindowCounter(config.window_s),
-            budget=RetryBudget(ratio=config.retry_budget),
+            budget=RetryBudget(
+                ratio=config.retry_budget, min_per_s=config.retry_min_per_s, window_s=config.retry_window_s
+            ),
             latencies=LatencyWindow(),
             counters=PoolCounters(),
         )
@@ -252,34 +254,24 @@ class Engine:
         tried = set(exclude)
         flexible = task.idempotent and not server
         retries_left = pool.config.retries if flexible else 0
-        runtime.budget.active_requests += 1
-        retrying = False  # holds a retry-budget slot
-        try:
-            choice = self._choose(pool, server, tried, may_trial=flexible)
-            while True:
-                if choice.fail_open:
-                    runtime.counters.fail_open += 1
-                try:
-                    status, data, target = await self._attempt(pool, choice, task, deadline, tried, flexible)
-                    break
-                except AttemptFailed as failure:
-                    tried.add(failure.server or choice.server.name)
-                    if retrying:
-                        runtime.budget.retry_done()
-                        retrying = False
-                    next_choice = self._next_choice(
-                        pool, runtime, deadline, tried, retries_left, needs_budget=not failure.never_arrived
-                    )
-                    if next_choice is None:
-                        raise self._final_error(pool, choice, failure) from None
-                    retries_left -= 1
-                    runtime.counters.retries += 1
-                    retrying = not failure.never_arrived
-                    choice = next_choice
-        finally:
-            if retrying:
-                runtime.budget.retry_done()
-            runtime.budget.active_requests -= 1
+        runtime.budget.deposit()
+        choice = self._choose(pool, server, tried, may_trial=flexible)
+        while True:
+            if choice.fail_open:
+                runtime.counters.fail_open += 1
+            try:
+                status, data, target = await self._attempt(pool, choice, task, deadline, tried, flexible)
+                break
+            except AttemptFailed as failure:
+                tried.add(failure.server or choice.server.name)
+                next_choice = self._next_choice(
+                    pool, runtime, deadline, tried, retries_left, needs_budget=not failure.never_arrived
+                )
+                if next_choice is None:
+                    raise self._final_error(pool, choice, failure) from None
+                retries_left -= 1
+                runtime.counters.retries += 1
+                choice = next_choice
         return OffloadResult(
             data=data,
             server=target.name,
@@ -298,7 +290,7 @@ class Engine:
         *,
         needs_budget: bool,
     ) -> Choice | None:
-        """Where to retry, if a retry is allowed and anyone is left; claims a budget slot if needed."""
+        """Where to retry, if a retry is allowed and anyone is left; withdraws from the budget if needed."""
         if retries_left <= 0 or time.perf_counter() >= deadline:
             return None
         try:

@@ -36,9 +36,13 @@ class PoolConfig:
     eject_max_s: float = 300.0
     max_ejected_ratio: float = 0.5
     # Idempotent tasks whose server fails are retried this many times on other servers,
-    # within the request's timeout, while retries stay under retry_budget of active requests.
+    # within the request's timeout. Retries spend a budget: each request earns retry_budget
+    # of a retry, the pool may always retry retry_min_per_s a second, and both expire after
+    # retry_window_s (Finagle's rule).
     retries: int = 1
     retry_budget: float = 0.2
+    retry_min_per_s: float = 10.0
+    retry_window_s: float = 10.0
     # Hedging: after hedge_after_ms (0: the pool's observed p95) without an answer, send the
     # task to a second server too; the first answer wins, the other is cancelled.
     hedge: bool = False
@@ -73,6 +77,8 @@ def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) 
         max_ejected_ratio=reader.fraction("max_ejected_ratio"),
         retries=reader.integer("retries", 0, 5),
         retry_budget=reader.fraction("retry_budget"),
+        retry_min_per_s=reader.non_negative_number("retry_min_per_s"),
+        retry_window_s=reader.positive_number("retry_window_s"),
         hedge=reader.boolean("hedge"),
         hedge_after_ms=reader.non_negative_number("hedge_after_ms"),
     )

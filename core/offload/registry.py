@@ -245,9 +245,14 @@ class Pool:
         """Servers whose circuit is not closed."""
         return sum(1 for server in self.servers if server.breaker.refresh() != CLOSED)
 
-    def may_eject_one_more(self) -> bool:
-        """Ejection never takes out more than ``max_ejected_ratio`` of the pool."""
-        return self.ejected() + 1 <= int(self.config.max_ejected_ratio * len(self.servers))
+    def may_eject(self, server: Server) -> bool:
+        """Whether ``server``'s circuit may open: ejection never takes out more than ``max_ejected_ratio``.
+
+        A server already out (a half-open one whose trial just failed) counts once,
+        not twice: re-opening it ejects no one new.
+        """
+        others = sum(1 for other in self.servers if other is not server and other.breaker.refresh() != CLOSED)
+        return others + 1 <= int(self.config.max_ejected_ratio * len(self.servers))
 
     def addresses(self) -> list[str]:
         """``host:port`` of every server, as the original ``/listservers`` answered."""

@@ -45,13 +45,13 @@ async def send_once(
         reply = await client.request(target.url, task, timeout_s)
     except TimeoutError:
         reason = f"timed out after {seconds(timeout_s)} s"
-        target.record_failure(reason, may_open=pool.may_eject_one_more())
+        target.record_failure(reason, may_open=pool.may_eject(target))
         message = f"{described(target)} did not answer within {seconds(timeout_s)} s"
         raise AttemptFailed(504, message, server=target.name) from None
     except UpstreamUnreachable as exc:
         reason = f"unreachable: {exc}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
-        target.record_failure(reason, may_open=pool.may_eject_one_more(), immediate=True)
+        target.record_failure(reason, may_open=pool.may_eject(target), immediate=True)
         failure = AttemptFailed(502, f"{described(target)} is {reason}", server=target.name)
         failure.never_arrived = exc.never_arrived
         raise failure from None
@@ -65,7 +65,7 @@ async def send_once(
     elapsed = time.perf_counter() - sent
     text = reply.body.decode("utf-8", errors="replace")
     if status >= 500:
-        target.record_failure(f"HTTP {status}", may_open=pool.may_eject_one_more())
+        target.record_failure(f"HTTP {status}", may_open=pool.may_eject(target))
         raise AttemptFailed(
             502,
             f"{described(target)} failed with HTTP {status}: {text[:ERROR_BODY_EXCERPT]}",

@@ -73,6 +73,8 @@ PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
     "max_ejected_ratio": 0.5,
     "retries": 1,
     "retry_budget": 0.2,
+    "retry_min_per_s": 10.0,
+    "retry_window_s": 10.0,
     "hedge": False,
     "hedge_after_ms": 0.0,
 }
