@@ -20,7 +20,7 @@ import aiohttp
 
 from .addresses import host_port, normalize_url
 from .errors import OffloadError
-from .health import Prober, fetch_server_list, probe_all
+from .health import Prober, ProbeResult, fetch_server_list, probe_all
 from .native_http import NativeHttpClient
 from .policies import BUILTIN_POLICIES, Policy, PolicyFactory
 from .registry import Pool, Registry, Server
@@ -28,6 +28,7 @@ from .retry_budget import RetryBudget
 from .selection import Choice, choose, eligible, no_server_error
 from .sending import AttemptFailed, send_once
 from .settings import GatewaySettings, ServerSpec
+from .stalls import StallWatch
 from .stats import LatencyWindow
 from .tasks import OffloadResult, Task
 from .throughput import CounterStorage, SlidingWindowCounter
@@ -97,6 +98,7 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         self._client: UpstreamClient | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        self.stall_watch = StallWatch(registry, self.probe_one)
 
     def configure_pool(self, pool: Pool) -> None:
         """Build the pool's policy, throughput meter, retry budget and latency window."""
@@ -161,6 +163,7 @@ class Engine:
                 await self.load_server_list(pool)
         await self.probe_now()
         self._probe_task = asyncio.create_task(self._probe_forever(), name="offload-health-probes")
+        self.stall_watch.start()
 
     async def load_server_list(self, pool: Pool) -> None:
         """Fill ``pool`` from its ``servers_url``; on failure keep the configured servers."""
@@ -176,7 +179,8 @@ class Engine:
         await self.update_pool_from_list(pool.name, addresses)
 
     async def close(self) -> None:
-        """Stop probing and close the session."""
+        """Stop probing and watching, and close the session."""
+        await self.stall_watch.stop()
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +205,14 @@ class Engine:
                 if pool.servers
             )
         )
+
+    async def probe_one(self, pool: Pool, server: Server) -> ProbeResult:
+        """Probe one server of ``pool`` now (with the pool's own probe, if a plugin gave one) and record it."""
+        gateway = self.gateway
+        results = await probe_all(
+            self.session, [server], gateway.probe_path, gateway.probe_timeout_s, self.probers.get(pool.name)
+        )
+        return results[0]
 
     async def _probe_forever(self) -> None:
         while True:
@@ -313,7 +325,7 @@ class Engine:
         self, pool: Pool, choice: Choice, task: Task, deadline: float, tried: set[str], may_hedge: bool
     ) -> tuple[int, Any, Server]:
         """One attempt, raced by a hedge on a second server when hedging is on and the first is slow."""
-        first = self._send(pool, choice.server, task, deadline)
+        first = self._send(pool, choice.server, task, deadline, movable=may_hedge)
         if not (may_hedge and pool.config.hedge and not choice.fail_open):
             status, data = await first
             return status, data, choice.server
@@ -328,7 +340,8 @@ class Engine:
                     second = None
                 if second is not None and not second.fail_open:
                     runtime.counters.hedges += 1
-                    contenders[asyncio.ensure_future(self._send(pool, second.server, task, deadline))] = second.server
+                    hedge = self._send(pool, second.server, task, deadline, movable=True)
+                    contenders[asyncio.ensure_future(hedge)] = second.server
             pending = set(contenders)
             failure: AttemptFailed | None = None
             while pending:
@@ -354,7 +367,7 @@ class Engine:
                     future.cancel()
             await asyncio.gather(*contenders, return_exceptions=True)
 
-    async def _send(self, pool: Pool, target: Server, task: Task, deadline: float) -> tuple[int, Any]:
+    async def _send(self, pool: Pool, target: Server, task: Task, deadline: float, *, movable: bool) -> tuple[int, Any]:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             raise AttemptFailed(
@@ -363,7 +376,7 @@ class Engine:
         runtime = self.runtime[pool.name]
         if target.local:
             runtime.meter.record()
-        status, data, elapsed = await send_once(self.client, pool, target, task, remaining)
+        status, data, elapsed = await send_once(self.client, pool, target, task, remaining, movable=movable)
         runtime.latencies.add(elapsed)
         return status, data
 

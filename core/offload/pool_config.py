@@ -47,6 +47,9 @@ class PoolConfig:
     # task to a second server too; the first answer wins, the other is cancelled.
     hedge: bool = False
     hedge_after_ms: float = 0.0
+    # A server with requests in flight that answers nothing for stall_after_s is health-checked;
+    # if the check fails too, its retryable requests move to other servers (0: off).
+    stall_after_s: float = 0.5
 
 
 def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) -> PoolConfig:
@@ -81,4 +84,5 @@ def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) 
         retry_window_s=reader.positive_number("retry_window_s"),
         hedge=reader.boolean("hedge"),
         hedge_after_ms=reader.non_negative_number("hedge_after_ms"),
+        stall_after_s=reader.non_negative_number("stall_after_s"),
     )

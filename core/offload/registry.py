@@ -15,6 +15,7 @@ from typing import Any
 
 from .addresses import host_port, normalize_url
 from .breaker import CLOSED, HALF_OPEN, BreakerSettings, CircuitBreaker
+from .inflight import InflightAttempts
 from .peak_ewma import PeakEwma
 from .pool_config import PoolConfig
 from .settings import ServerSpec
@@ -49,6 +50,10 @@ class Server:
     height: int | None = None  # progress reported by probes (e.g. latest block), if any
     measured_by_requests: bool = False  # whether real requests (not only probes) shaped the cost
     added_at: float = field(default_factory=time.time)
+    # When it last answered anything (or took a request while idle), in perf_counter time:
+    # a server with requests in flight that stays quiet is checked for a hang (offload.stalls).
+    last_progress: float = 0.0
+    attempts: InflightAttempts = field(default_factory=InflightAttempts)
 
     @property
     def address(self) -> str:

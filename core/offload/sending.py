@@ -33,14 +33,24 @@ class AttemptFailed(OffloadError):
 
 
 async def send_once(
-    client: UpstreamClient, pool: Pool, target: Server, task: Task, timeout_s: float
+    client: UpstreamClient, pool: Pool, target: Server, task: Task, timeout_s: float, *, movable: bool = False
 ) -> tuple[int, Any, float]:
-    """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`."""
+    """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`.
+
+    A ``movable`` attempt (one the engine may retry elsewhere) is abandoned when
+    its server is found hung (see :mod:`offload.stalls`): it fails at once
+    instead of waiting out ``timeout_s``.
+    """
+    sent = time.perf_counter()
+    if not target.inflight:
+        target.last_progress = sent  # quiet since now, not since its last answer long ago
     target.inflight += 1
     concurrency = target.inflight  # what this request shares the server with, itself included
     target.requests += 1
     target.breaker.on_dispatch()
-    sent = time.perf_counter()
+    attempt = asyncio.current_task() if movable else None
+    if attempt is not None:
+        target.attempts.running.add(attempt)
     try:
         reply = await client.request(target.url, task, timeout_s)
     except TimeoutError:
@@ -56,13 +66,22 @@ async def send_once(
         failure.never_arrived = exc.never_arrived
         raise failure from None
     except asyncio.CancelledError:
-        # A hedge lost the race: not the server's fault, and its half-open trial is free again.
+        # A hedge lost the race, or the server was found hung: its half-open trial is free again.
         target.breaker.trial_in_flight = False
-        raise
+        if attempt is None or not target.attempts.was_abandoned(attempt):
+            raise
+        target.record_failure(f"stalled: {target.attempts.reason}", may_open=pool.may_eject(target))
+        raise AttemptFailed(
+            504, f"{described(target)} stopped answering: {target.attempts.reason}", server=target.name
+        ) from None
     finally:
         target.inflight -= 1
+        if attempt is not None:
+            target.attempts.running.discard(attempt)
+    finished = time.perf_counter()
+    target.last_progress = finished
     status = reply.status
-    elapsed = time.perf_counter() - sent
+    elapsed = finished - sent
     text = reply.body.decode("utf-8", errors="replace")
     if status >= 500:
         target.record_failure(f"HTTP {status}", may_open=pool.may_eject(target))

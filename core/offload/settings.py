@@ -77,6 +77,7 @@ PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
     "retry_window_s": 10.0,
     "hedge": False,
     "hedge_after_ms": 0.0,
+    "stall_after_s": 0.5,
 }
 
 

@@ -1,0 +1,102 @@
+"""Moving requests off a server that stopped answering (hung, not dead).
+
+A dead server refuses or resets connections and its requests fail at once; a
+hung one (stopped, swapping, wedged) accepts connections and answers nothing,
+so every request already sent to it would wait for its whole timeout. The
+watch notices a server that has requests in flight but has answered none of
+them for ``stall_after_s``, checks it with one health probe, and if that
+fails too, marks it down and abandons its in-flight attempts that may move:
+they fail at once with :data:`STALLED` and the engine retries them elsewhere.
+A server that is merely slow answers its probe and keeps its requests.
+
+Attempts register themselves in the server's
+:class:`~offload.inflight.InflightAttempts` (one set add and discard per
+request): abandoning cancels the attempt's asyncio task, and the attempt turns
+that cancellation back into an ordinary failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from .health import ProbeResult
+from .registry import Pool, Registry, Server
+
+log = logging.getLogger("offload.stalls")
+
+# How often the watch looks at the pools: the delay it adds to moving requests.
+CHECK_EVERY_S = 0.25
+
+
+Probe = Callable[[Pool, Server], Awaitable[ProbeResult]]
+
+
+class StallWatch:
+    """Checks the pools every :data:`CHECK_EVERY_S` and moves requests off hung servers."""
+
+    def __init__(self, registry: Registry, probe: Probe) -> None:
+        self.registry = registry
+        self.probe = probe
+        self.checking: set[Server] = set()
+        self.abandoned_total = 0
+        self._task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start watching (inside a running event loop)."""
+        self._task = asyncio.create_task(self._run(), name="offload-stall-watch")
+
+    async def stop(self) -> None:
+        """Stop watching and any check still running."""
+        tasks = [task for task in (self._task, *self._checks) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            try:
+                self.look(time.perf_counter())
+            except Exception:  # the watch must outlive any one bad pass
+                log.exception("stall watch failed")
+
+    def look(self, now: float) -> None:
+        """One pass: abandon attempts on servers known down, probe servers that went quiet."""
+        for pool in self.registry.pools.values():
+            stall_after_s = pool.config.stall_after_s
+            if stall_after_s <= 0:
+                continue
+            for server in pool.servers:
+                if server.probe_ok is False:
+                    # A probe round already found it down: what is still waiting there moves now.
+                    if server.attempts.running:
+                        self.abandon(server, f"it stopped answering ({server.probe_error})")
+                elif server.inflight and now - server.last_progress > stall_after_s and server not in self.checking:
+                    self.checking.add(server)
+                    check = asyncio.create_task(self._check(pool, server, now - server.last_progress))
+                    self._checks.add(check)
+                    check.add_done_callback(self._checks.discard)
+
+    async def _check(self, pool: Pool, server: Server, quiet_s: float) -> None:
+        try:
+            result = await self.probe(pool, server)
+        finally:
+            self.checking.discard(server)
+        if result.ok:
+            server.last_progress = time.perf_counter()  # slow, not hung: its requests stay
+            return
+        reason = f"it answered nothing for {quiet_s:.1f} s and its health check failed ({result.error})"
+        log.warning("server %r (%s): %s; moving its requests", server.name, server.url, reason)
+        self.abandon(server, reason)
+
+    def abandon(self, server: Server, reason: str) -> None:
+        """Fail the server's movable in-flight attempts with ``reason``."""
+        self.abandoned_total += server.attempts.abandon_all(reason)
