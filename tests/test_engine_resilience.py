@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 import pytest
 from sanic import Request, Sanic, response
@@ -13,16 +12,14 @@ from sanic.response import HTTPResponse
 
 from offload import OffloadError, Task
 from offload.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSettings, CircuitBreaker
-from offload.engine import Engine
 from offload.policies import EstimatedCompletionPolicy, LeastInflightPolicy, P2CEwmaPolicy, RoundRobinPolicy
-from offload.pool_config import PoolConfig
-from offload.registry import Registry, Server
+from offload.registry import Server
 from offload.retry_budget import RetryBudget
-from offload.settings import GatewaySettings, ServerSpec
 from offload.testing import serve_app
 
 from clocks import FakeClock
 from conftest import EdgeFactory
+from engines import engine_for
 
 
 def test_breaker_opens_half_opens_and_recovers() -> None:
@@ -122,34 +119,6 @@ def test_other_policies_choose_as_documented() -> None:
     rr = RoundRobinPolicy(random.Random(1))
     turns = [rr.choose(servers).name for _ in range(6)]
     assert sorted(turns[:3]) == ["s0", "s1", "s2"] and turns[:3] == turns[3:]
-
-
-class AlwaysFirst:
-    name = "always_first"
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def choose(self, candidates: Sequence[Server]) -> Server:
-        return candidates[0]
-
-
-@asynccontextmanager
-async def engine_for(servers: list[tuple[str, str]], **config: object) -> AsyncIterator[Engine]:
-    registry = Registry()
-    specs = tuple(ServerSpec(name, url) for name, url in servers)
-    registry.add_pool(PoolConfig(name="p", servers=specs, **config))  # type: ignore[arg-type]
-    engine = Engine(
-        registry,
-        GatewaySettings(probe_interval_s=3600, probe_timeout_s=1.0),
-        policies={"always_first": AlwaysFirst},
-        rng=random.Random(1),
-    )
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.close()
 
 
 async def test_a_dead_server_costs_no_failed_request(edge: EdgeFactory) -> None:
