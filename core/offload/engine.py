@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from .addresses import host_port, normalize_url
+from .advertised import AddressAllowlist
 from .errors import OffloadError
 from .health import Prober, ProbeResult, fetch_server_list, probe_all
 from .native_http import NativeHttpClient
@@ -98,7 +99,8 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         self._client: UpstreamClient | None = None
         self._probe_task: asyncio.Task[None] | None = None
-        self.stall_watch = StallWatch(registry, self.probe_one)
+        self.stall_watch = StallWatch(registry, self.probe_one, gateway.probe_timeout_s)
+        self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
 
     def configure_pool(self, pool: Pool) -> None:
         """Build the pool's policy, throughput meter, retry budget and latency window."""
@@ -206,11 +208,10 @@ class Engine:
             )
         )
 
-    async def probe_one(self, pool: Pool, server: Server) -> ProbeResult:
+    async def probe_one(self, pool: Pool, server: Server, timeout_s: float) -> ProbeResult:
         """Probe one server of ``pool`` now (with the pool's own probe, if a plugin gave one) and record it."""
-        gateway = self.gateway
         results = await probe_all(
-            self.session, [server], gateway.probe_path, gateway.probe_timeout_s, self.probers.get(pool.name)
+            self.session, [server], self.gateway.probe_path, timeout_s, self.probers.get(pool.name)
         )
         return results[0]
 
@@ -395,7 +396,9 @@ class Engine:
         The servers configured in plugins.toml always stay, with their names and
         ``local`` flags: an advertised list (which an edge, not the operator,
         writes) only adds servers, and only the ones it added before can be
-        dropped again when they fail a probe. Duplicates (by address) collapse.
+        dropped again when they fail a probe. An address outside the
+        ``[gateway]`` advertised networks and ports is dropped with the reason,
+        before anything is sent to it. Duplicates (by address) collapse.
         """
         pool = self.registry.pool(pool_name)
         dropped: dict[str, str] = {}
@@ -411,8 +414,13 @@ class Engine:
             except ValueError as exc:
                 dropped[str(address)[:200]] = str(exc)
                 continue
-            if url not in pool.configured_urls:
-                discovered.setdefault(url, ServerSpec(host_port(url), url))
+            if url in pool.configured_urls or url in discovered:
+                continue
+            refusal = self.advertised.refusal(url)
+            if refusal is not None:
+                dropped[host_port(url)] = f"refused: {refusal}"
+                continue
+            discovered[url] = ServerSpec(host_port(url), url)
         trial = [pool.new_server(spec.name, spec.url, spec.local) for spec in discovered.values()]
         results = await probe_all(
             self.session, trial, self.gateway.probe_path, self.gateway.probe_timeout_s, self.probers.get(pool.name)

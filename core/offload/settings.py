@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .addresses import DEFAULT_EDGE_PORT, normalize_url
+from .advertised import DEFAULT_NETWORKS, DEFAULT_PORTS, parse_networks, parse_ports
 from .errors import ConfigError
 
 GATEWAY_DEFAULTS: dict[str, Any] = {
@@ -47,6 +48,9 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "max_client_connections": 512,
     # Limit on upstreams: the largest answer read from an edge or node.
     "max_response_bytes": 16_777_216,
+    # Where servers advertised by edges (not the operator's own) may be: IP networks and ports.
+    "advertised_networks": list(DEFAULT_NETWORKS),
+    "advertised_ports": list(DEFAULT_PORTS),
 }
 # The clients tasks can be sent with (see offload.upstream).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
@@ -103,6 +107,8 @@ class GatewaySettings:
     keep_alive_timeout_s: float = GATEWAY_DEFAULTS["keep_alive_timeout_s"]
     max_client_connections: int = GATEWAY_DEFAULTS["max_client_connections"]
     max_response_bytes: int = GATEWAY_DEFAULTS["max_response_bytes"]
+    advertised_networks: tuple[str, ...] = DEFAULT_NETWORKS
+    advertised_ports: tuple[str, ...] = DEFAULT_PORTS
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,17 @@ class OptionReader:
             raise self.fail(key, "a list of non-empty strings")
         return tuple(value)
 
+    def checked_list(self, key: str, check: Callable[[list[Any]], object], expected: str) -> tuple[str, ...]:
+        """A list whose entries ``check`` accepts (raising ``ValueError`` naming the bad one), as strings."""
+        value = self.table[key]
+        if not isinstance(value, list) or not all(isinstance(item, str | int) for item in value):
+            raise self.fail(key, expected)
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{self.where} {key}: {exc}") from None
+        return tuple(str(item) for item in value)
+
     def fraction(self, key: str) -> float:
         value = self.non_negative_number(key)
         if value > 1:
@@ -245,6 +262,8 @@ def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> Gateway
         keep_alive_timeout_s=reader.positive_number("keep_alive_timeout_s"),
         max_client_connections=reader.integer("max_client_connections", 1, 1_000_000),
         max_response_bytes=reader.integer("max_response_bytes", 1024, 1 << 31),
+        advertised_networks=reader.checked_list("advertised_networks", parse_networks, "a list of networks"),
+        advertised_ports=reader.checked_list("advertised_ports", parse_ports, "a list of ports or port ranges"),
     )
 
 

@@ -4,10 +4,11 @@ A dead server refuses or resets connections and its requests fail at once; a
 hung one (stopped, swapping, wedged) accepts connections and answers nothing,
 so every request already sent to it would wait for its whole timeout. The
 watch notices a server that has requests in flight but has answered none of
-them for ``stall_after_s``, checks it with one health probe, and if that
-fails too, marks it down and abandons its in-flight attempts that may move:
-they fail at once with :data:`STALLED` and the engine retries them elsewhere.
-A server that is merely slow answers its probe and keeps its requests.
+them for ``stall_after_s`` (or twice its usual latency, if that is longer),
+checks it with one health probe, and if that fails too, marks it down and
+abandons its in-flight attempts that may move: they fail at once and the
+engine retries them on another server. A server that is merely slow answers
+its probe and keeps its requests; so does one with nowhere to move them to.
 
 Attempts register themselves in the server's
 :class:`~offload.inflight.InflightAttempts` (one set add and discard per
@@ -32,15 +33,21 @@ log = logging.getLogger("offload.stalls")
 CHECK_EVERY_S = 0.25
 
 
-Probe = Callable[[Pool, Server], Awaitable[ProbeResult]]
+Probe = Callable[[Pool, Server, float], Awaitable[ProbeResult]]
+
+
+def usual_latency_s(server: Server) -> float:
+    """How long the server usually takes to answer (0 before anything was measured)."""
+    return server.latency_ewma_s or 0.0
 
 
 class StallWatch:
     """Checks the pools every :data:`CHECK_EVERY_S` and moves requests off hung servers."""
 
-    def __init__(self, registry: Registry, probe: Probe) -> None:
+    def __init__(self, registry: Registry, probe: Probe, probe_timeout_s: float) -> None:
         self.registry = registry
         self.probe = probe
+        self.probe_timeout_s = probe_timeout_s
         self.checking: set[Server] = set()
         self.abandoned_total = 0
         self._task: asyncio.Task[None] | None = None
@@ -78,25 +85,31 @@ class StallWatch:
                 if server.probe_ok is False:
                     # A probe round already found it down: what is still waiting there moves now.
                     if server.attempts.running:
-                        self.abandon(server, f"it stopped answering ({server.probe_error})")
-                elif server.inflight and now - server.last_progress > stall_after_s and server not in self.checking:
+                        self.abandon(pool, server, f"it stopped answering ({server.probe_error})")
+                    continue
+                quiet_s = now - server.last_progress
+                quiet_too_long = quiet_s > max(stall_after_s, 2 * usual_latency_s(server))
+                if server.inflight and quiet_too_long and server not in self.checking:
                     self.checking.add(server)
-                    check = asyncio.create_task(self._check(pool, server, now - server.last_progress))
+                    check = asyncio.create_task(self._check(pool, server, quiet_s))
                     self._checks.add(check)
                     check.add_done_callback(self._checks.discard)
 
     async def _check(self, pool: Pool, server: Server, quiet_s: float) -> None:
+        # A far server gets as long as twice its usual round trip to answer its check.
+        timeout_s = max(self.probe_timeout_s, 2 * usual_latency_s(server))
         try:
-            result = await self.probe(pool, server)
+            result = await self.probe(pool, server, timeout_s)
         finally:
             self.checking.discard(server)
         if result.ok:
             server.last_progress = time.perf_counter()  # slow, not hung: its requests stay
             return
         reason = f"it answered nothing for {quiet_s:.1f} s and its health check failed ({result.error})"
-        log.warning("server %r (%s): %s; moving its requests", server.name, server.url, reason)
-        self.abandon(server, reason)
+        log.warning("server %r (%s): %s", server.name, server.url, reason)
+        self.abandon(pool, server, reason)
 
-    def abandon(self, server: Server, reason: str) -> None:
-        """Fail the server's movable in-flight attempts with ``reason``."""
-        self.abandoned_total += server.attempts.abandon_all(reason)
+    def abandon(self, pool: Pool, server: Server, reason: str) -> None:
+        """Fail the server's movable in-flight attempts with ``reason``, if another server could take them."""
+        if any(other.available for other in pool.servers if other is not server):
+            self.abandoned_total += server.attempts.abandon_all(reason)
