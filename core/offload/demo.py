@@ -105,7 +105,7 @@ def gateway_config(edges: dict[str, str], expected_throughput: int, contract_add
         "probe_interval_s = 1.0",
         "",
         "[plugins.math]",
-        'policy = "min_latency"',
+        'policy = "p2c_ewma"',
         "consider_throughput = true",
         f"expected_throughput = {expected_throughput}",
         "window_s = 1.0",

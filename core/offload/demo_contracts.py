@@ -49,7 +49,7 @@ def contracts_config(edges: dict[str, str], addresses: dict[str, str]) -> str:
     return (
         "\n[plugins.contracts]\n"
         'rpc_path = "/rpc"\n'
-        'policy = "min_latency"\n'
+        'policy = "p2c_ewma"\n'
         f"servers = [{servers}]\n"
         f"contracts = [\n{contracts},\n]\n"
     )
