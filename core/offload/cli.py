@@ -146,6 +146,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             options = PerfOptions(duration_s=args.duration, rounds=args.rounds, soak=args.soak, json=args.json)
             return asyncio.run(run_perf(options))
+        if args.suite == "outages":
+            from .bench.outages import KILL_CLIENTS, OutagesOptions, parse_pool_option, run_outages
+
+            outages = OutagesOptions(
+                scenario=args.scenario,
+                runs=args.runs,
+                kill_clients=tuple(args.clients or KILL_CLIENTS),
+                extra=tuple(parse_pool_option(text) for text in args.pool),
+                json=args.json,
+            )
+            return asyncio.run(run_outages(outages))
         from .bench.runner import BenchOptions, run_bench
 
         return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
@@ -203,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "suite",
         nargs="?",
-        choices=["decisions", "perf"],
+        choices=["decisions", "perf", "outages"],
         default="decisions",
-        help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx",
+        help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx; "
+        "outages: an edge killed or hung under load",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
     bench.add_argument(
@@ -215,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=positive(int), default=3, help="perf: interleaved rounds, figures are medians (default: 3)"
     )
     bench.add_argument("--soak", action="store_true", help="perf: also gateway RSS over 1,000,000 requests")
+    bench.add_argument("--runs", type=positive(int), default=3, help="outages: runs of each scenario (default: 3)")
+    bench.add_argument(
+        "--scenario", choices=["kill", "hang", "all"], default="all", help="outages: which (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--clients", type=positive(int), action="append", help="outages: kill's client count, repeatable (16 and 64)"
+    )
+    bench.add_argument(
+        "--pool", action="append", default=[], metavar="KEY=VALUE", help="outages: a [plugins.math] option, repeatable"
+    )
     bench.add_argument("--out", default="bench/out", help="directory for the PNG plots (default: %(default)s)")
     bench.add_argument("--seed", type=int, default=7, help="seed for the load's random gaps (default: %(default)s)")
     bench.set_defaults(handler=cmd_bench)

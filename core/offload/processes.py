@@ -92,6 +92,21 @@ class ProcessGroup:
         if process.popen is not None:
             kill_tree(process.popen)
 
+    def pause(self, process: ManagedProcess) -> None:
+        """SIGSTOP to its whole group: it hangs as a frozen host would, its connections open and silent.
+
+        Whoever pauses a process must :meth:`resume` it: a stopped process cannot act on SIGTERM.
+        """
+        if process.popen is not None and process.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.popen.pid, signal.SIGSTOP)
+
+    def resume(self, process: ManagedProcess) -> None:
+        """SIGCONT to its whole group, after :meth:`pause` (harmless if it is running or gone)."""
+        if process.popen is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.popen.pid, signal.SIGCONT)
+
     def restart(self, process: ManagedProcess) -> None:
         """Start a stopped process again with the same command line (same port)."""
         self.kill(process)

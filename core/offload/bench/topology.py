@@ -43,6 +43,10 @@ class GatewayOptions:
     eject_base_s: float = 5.0
     timeout_s: float = 5.0
     upstream_client: str = "native"
+    # None: not written, so the gateway's own default applies.
+    hedge: bool | None = None
+    # More [plugins.math] keys, written as given (keys the fields above write must not repeat).
+    extra: tuple[tuple[str, bool | int | float | str], ...] = ()
 
 
 class Topology:
@@ -87,7 +91,9 @@ class Topology:
             f"expected_throughput = {options.expected_throughput}\n"
             f"timeout_s = {options.timeout_s}\n"
             f"eject_base_s = {options.eject_base_s}\n"
-            f"servers = [\n{servers},\n]\n"
+            + ("" if options.hedge is None else f"hedge = {toml_value(options.hedge)}\n")
+            + "".join(f"{key} = {toml_value(value)}\n" for key, value in options.extra)
+            + f"servers = [\n{servers},\n]\n"
         )
 
     async def start_gateway(self, label: str, options: GatewayOptions) -> tuple[ManagedProcess, str]:
@@ -121,6 +127,23 @@ class Topology:
     def kill(self, name: str) -> None:
         self.group.kill(self.edges[name])
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP edge ``name``: it hangs, accepting connections and answering nothing (see :meth:`resume`)."""
+        self.group.pause(self.edges[name])
+
+    def resume(self, name: str) -> None:
+        """SIGCONT edge ``name`` after :meth:`pause`."""
+        self.group.resume(self.edges[name])
+
     async def restart(self, name: str) -> None:
         self.group.restart(self.edges[name])
         await self.group.wait_healthy(self.edges[name])
+
+
+def toml_value(value: bool | int | float | str) -> str:
+    """``value`` as a TOML literal (bool before int: a bool is an int in Python)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
