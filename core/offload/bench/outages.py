@@ -6,7 +6,7 @@ its next ``GET /square/<i>`` when the previous one is answered):
 
 * kill: at 2 s the edge that has taken the most traffic gets SIGKILL, like a
   crashed host; the load goes on to 6 s.
-* hang: at 2 s the edge busiest over the last half second gets SIGSTOP for 10 s,
+* hang: at 2 s the edge busiest over the last half second gets SIGSTOP for 11 s,
   like a frozen host whose connections stay open and silent, then SIGCONT;
   once per gateway variant (min_latency, p2c_ewma, p2c_ewma with hedging).
 
@@ -45,7 +45,9 @@ OUTAGE_AT_S = 2.0
 KILL_CLIENTS = (16, 64)
 KILL_DURATION_S = 6.0
 HANG_CLIENTS = 200
-HANG_FOR_S = 10.0
+# A little longer than the pool's 10 s timeout: a request stuck on the stopped edge then meets that
+# timeout, instead of a SIGCONT racing it to within milliseconds (which made its fate a coin toss).
+HANG_FOR_S = 11.0
 # Load goes on this long after SIGCONT, so requests queued at the resumed edge are seen through.
 HANG_TAIL_S = 0.5
 # The pool's own default, kept so the hang shows what a caller waits today.
@@ -251,7 +253,7 @@ async def run_kill(log_dir: Path, label: str, clients: int, extra: tuple[tuple[s
 
 
 async def run_hang(log_dir: Path, label: str, options: GatewayOptions) -> dict[str, Any]:
-    """One hang run: 200 closed loops; the busiest edge SIGSTOPped at 2 s for 10 s, then SIGCONTed."""
+    """One hang run: 200 closed loops; the busiest edge SIGSTOPped at 2 s for 11 s, then SIGCONTed."""
     async with Scenario(log_dir) as topology:
         await topology.start_edges(EDGES)
         _, url = await topology.start_gateway(label, options)
