@@ -157,6 +157,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 json=args.json,
             )
             return asyncio.run(run_outages(outages))
+        if args.suite == "client":
+            from .bench.client import ClientBenchOptions, run_client_bench
+
+            return run_client_bench(ClientBenchOptions(rounds=args.rounds, json=args.json))
         from .bench.runner import BenchOptions, run_bench
 
         return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
@@ -214,10 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "suite",
         nargs="?",
-        choices=["decisions", "perf", "outages"],
+        choices=["decisions", "perf", "outages", "client"],
         default="decisions",
         help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx; "
-        "outages: an edge killed or hung under load",
+        "outages: an edge killed or hung under load; client: CPU per upstream request, native client vs aiohttp, "
+        "httpx and pyreqwest",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
     bench.add_argument(

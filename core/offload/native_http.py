@@ -14,6 +14,7 @@ Sanic already depends on (httptools). Anything it does not handle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
@@ -26,7 +27,19 @@ from urllib.parse import quote, urlencode, urlsplit
 import httptools
 
 from .tasks import Task
-from .upstream import AiohttpUpstream, UpstreamReply, UpstreamUnreachable, media_type
+from .upstream import (
+    DEFAULT_MAX_HEADER_BYTES,
+    AiohttpUpstream,
+    UpstreamAnswerRefused,
+    UpstreamReply,
+    UpstreamUnreachable,
+    body_too_large,
+    check_request,
+    headers_too_large,
+    media_type,
+    request_path,
+    unsolicited_upgrade,
+)
 
 __all__ = ["NativeHttpClient"]
 
@@ -37,14 +50,13 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Characters a request target may carry as they are; anything else is percent-encoded.
 _TARGET_SAFE = "/%:@!$&'()*+,;=-._~?"
 _NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/%:@!$&'()*+,;=\-._~?]")
-_HEADER_FORBIDDEN = re.compile(r"[\r\n\0]")
 # Plain requests whose bytes are kept for reuse (GET /hello is sent over and over).
 PLAIN_MESSAGES_KEPT = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Origin:
-    """Where a base URL's requests go, parsed once per server."""
+    """Where a base URL's requests go, parsed once per base URL (and compared as that one object: cheaply)."""
 
     host: str
     port: int
@@ -57,27 +69,74 @@ def _media_type(raw: bytes) -> str:
     return media_type(raw.decode("latin-1"))
 
 
-class _Exchange(asyncio.Protocol):
-    """One keep-alive connection; reads one response at a time with httptools."""
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing bytes that follow a complete answer."""
 
-    def __init__(self, origin: Origin, max_body: int = 1 << 62) -> None:
+
+class _EndProbe:
+    """Parses a copy of an exchange's first bytes to tell whether its final answer ends before their last byte.
+
+    Used only when that cannot be worked out from Content-Length (a chunked
+    answer, one after an interim answer) and the whole answer came in one segment.
+    """
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.ended = False
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() >= 200:
+            self.ended = True
+            raise _Stop
+
+    def ends_early(self, data: bytes) -> bool:
+        # An error is _Stop, or bytes after the answer that are not HTTP: it is the answer's end that counts.
+        with contextlib.suppress(httptools.HttpParserError):
+            self.parser.feed_data(memoryview(data)[:-1])
+        return self.ended
+
+
+class _Exchange(asyncio.Protocol):
+    """One keep-alive connection; reads one response at a time with httptools.
+
+    It is reused only after an answer that ended exactly where the bytes received
+    so far end: any byte after an answer, in the same segment or while idle, means
+    the stream is out of step, so the connection is closed. That is also why one
+    parser serves every exchange: it is reused only in its start state.
+    """
+
+    def __init__(
+        self, origin: Origin, max_body: int = 1 << 62, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    ) -> None:
         self.origin = origin
         self.max_body = max_body
+        self.max_header_bytes = max_header_bytes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self._reset()
-
-    def _reset(self) -> None:
         self.waiter: asyncio.Future[UpstreamReply] | None = None
+        self._begin(None)
+
+    def _begin(self, waiter: asyncio.Future[UpstreamReply] | None) -> None:
+        """Fresh per-exchange state; it outlives the exchange so that its caller can tell what was received."""
+        self.waiter = waiter
+        self.received = 0  # bytes received in this exchange
+        self.end_at = -1  # where the final answer ends within them, once that is known
+        self.interim = False  # a 1xx answer came first
+        self.done = False  # the final answer is complete
+        self.quiet = 0  # bytes received since the last body byte (a header section, chunk framing, trailers)
+        self.header_bytes = 0
+        self._begin_answer()
+
+    def _begin_answer(self) -> None:
         self.status = 0
         self.content_type = b""
-        self.framed = False  # Content-Length or chunked: the body's end is known without EOF
+        self.content_length = -1
+        self.chunked = False
         self.headers_done = False
         self.chunks: list[bytes] = []
         self.body_size = 0
-        self.received_any = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -90,56 +149,124 @@ class _Exchange(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None:
-            # Bytes nobody asked for: the stream is out of step, so it cannot be reused.
+        if self.waiter is None or self.done or self.closed:
+            # Bytes nobody asked for (after the answer, or while idle): the stream is out of step.
             self.close()
             return
-        self.received_any = True
+        start = self.received
+        self.received = received = start + len(data)
+        body_before = self.body_size
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamUnreachable(f"invalid HTTP response: {exc}"))
-            self.close()
+            if start and self.end_at < 0 and len(data) > 1:
+                # Where the answer ends is unknown (chunked, or after an interim answer): hold back the
+                # last byte, so that an answer complete before it shows that bytes follow it.
+                self.parser.feed_data(memoryview(data)[:-1])
+                if self.done:
+                    self.close()
+                    return
+                self.parser.feed_data(data[-1:])
+            else:
+                self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            self._refuse(exc.__context__ or exc)
+            return
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._refuse(exc)
+            return
+        if not start and self.headers_done and not self.interim:
+            self.end_at = self._first_answer_end(data)
+        if self.done:
+            if self.end_at >= 0:
+                if received != self.end_at:
+                    self.close()
+            elif not start and _EndProbe().ends_early(data):
+                # (Fed whole, its end unknown, only as the exchange's first segment; a later segment
+                # was held back by a byte, and the answer ended on it.)
+                self.close()
+        elif self.body_size == body_before:
+            self.quiet += len(data)
+            if self.quiet > self.max_header_bytes:
+                # An endless header line (or chunk framing, or trailers) must not cost seconds and megabytes.
+                self._refuse(headers_too_large(self.max_header_bytes))
+        else:
+            self.quiet = 0
+
+    def _first_answer_end(self, data: bytes) -> int:
+        """Where the answer whose headers came whole in the exchange's first segment ends; -1 if unknown.
+
+        The parser refuses bare LF line ends, so the first blank line ends the header section.
+        """
+        if self.status in (204, 304):
+            return data.find(b"\r\n\r\n") + 4
+        if self.content_length >= 0 and not self.chunked:
+            return data.find(b"\r\n\r\n") + 4 + self.content_length
+        return -1
+
+    def _refuse(self, error: BaseException) -> None:
+        """The answer is refused (or the bytes after a complete one are): the connection goes."""
+        self.close()
+        if self.done:
+            return  # the answer itself was complete and delivered; only what followed it is dropped
+        if not isinstance(error, UpstreamUnreachable):
+            error = UpstreamAnswerRefused(f"invalid HTTP response: {error}")
+        self._fail(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        if self.headers_done and not self.framed:
-            # A body delimited by the end of the connection (HTTP/1.0 style) ends here.
+        if exc is None and self.headers_done and self.content_length < 0 and not self.chunked:
+            # A body delimited by the end of the connection (HTTP/1.0 style) ends here; a reset is no end.
             self._complete()
             return
-        what = "closed the connection before answering" if not self.received_any else "closed the connection mid-answer"
+        what = "closed the connection mid-answer" if self.received else "closed the connection before answering"
         detail = f": {exc}" if exc else ""
         self._fail(UpstreamUnreachable(f"ServerDisconnected: server {what}{detail}"))
 
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4  # as sent: "name: value\r\n"
+        if self.header_bytes > self.max_header_bytes:
+            raise headers_too_large(self.max_header_bytes)
+        if self.headers_done:
+            return  # a trailer: it changes nothing about the answer
         lowered = name.lower()
         if lowered == b"content-type":
             self.content_type = value
-        elif lowered in (b"content-length", b"transfer-encoding"):
-            self.framed = True
+        elif lowered == b"content-length":
+            self.content_length = int(value)  # the parser has checked it is digits (and the only one)
+        elif lowered == b"transfer-encoding":
+            # RFC 9112, 6.3: chunked only when it is the last coding; otherwise the body ends with the connection.
+            self.chunked = value.rstrip().lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        if self.done:
+            raise _Stop  # the start of another answer after the final one: never parsed
+        status = self.parser.get_status_code()
+        if status == 101:
+            raise unsolicited_upgrade()
+        self.status = status
         self.headers_done = True
+        if self.content_length > self.max_body and status >= 200 and status not in (204, 304):
+            # Announced too large: refused on the headers, without reading the body.
+            raise body_too_large(self.max_body)
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.body_size += len(body)
         if self.body_size > self.max_body:
             # Holding more would let one upstream answer take the gateway's memory.
-            self._fail(UpstreamUnreachable(f"answer larger than {self.max_body} bytes ([gateway] max_response_bytes)"))
-            self.close()
+            raise body_too_large(self.max_body)
 
     def on_message_complete(self) -> None:
-        if 100 <= self.status < 200:
-            # An interim answer (103 Early Hints, say): the real one follows on the same stream.
-            self.status, self.content_type, self.framed, self.headers_done, self.chunks = 0, b"", False, False, []
+        if self.status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows on the same stream.
+            self.interim = True
+            self._begin_answer()
             return
+        self.done = True
         if not self.parser.should_keep_alive():
             self.close()
         self._complete()
@@ -156,24 +283,25 @@ class _Exchange(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(error)
 
-    def _time_out(self) -> None:
+    def time_out(self) -> None:
+        """The deadline passed: the waiting request fails with ``TimeoutError``."""
         self._fail(TimeoutError())
 
-    async def exchange(self, request: bytes, deadline: float) -> UpstreamReply:
-        """Write ``request`` and wait for its whole response until ``deadline`` (event-loop time)."""
+    def send(self, request: bytes) -> asyncio.Future[UpstreamReply]:
+        """Write ``request``; the future is its whole answer. The caller sets ``waiter`` back to None after it.
+
+        Afterwards, ``received`` tells how many bytes of an answer arrived (0: none at all).
+        """
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
-            raise UpstreamUnreachable("ServerDisconnected: connection closed before the request was sent")
-        loop = asyncio.get_running_loop()
-        self.waiter = waiter = loop.create_future()
-        # One timer handle instead of an asyncio.timeout() context: this is the hot path.
-        timer = loop.call_at(deadline, self._time_out)
+            self.received = 0
+            raise UpstreamUnreachable(
+                "ServerDisconnected: connection closed before the request was sent", never_arrived=True
+            )
+        waiter = asyncio.get_running_loop().create_future()
+        self._begin(waiter)
         transport.write(request)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            self._reset()
+        return waiter
 
     def reusable(self, oldest_allowed: float) -> bool:
         """Still open, and idle since no earlier than ``oldest_allowed`` (monotonic time)."""
@@ -189,16 +317,26 @@ class _Exchange(asyncio.Protocol):
 class NativeHttpClient:
     """Keep-alive connections per server, at most ``limit`` busy at once, idle ones kept ``keepalive_s``.
 
-    An answer whose body grows past ``max_body`` bytes fails as unreachable.
-    ``fallback`` serves what this client does not speak (``https://``, ``HEAD``).
+    An answer whose body is (or is announced to be) larger than ``max_body``
+    bytes, or whose header fields pass ``max_header_bytes``, is refused
+    (:class:`~offload.upstream.UpstreamAnswerRefused`); so is one that is not
+    valid HTTP/1.1 or switches protocols. ``fallback`` serves what this client
+    does not speak (``https://``, ``HEAD``).
     """
 
     def __init__(
-        self, fallback: AiohttpUpstream, *, limit: int = 256, keepalive_s: float = 30.0, max_body: int = 1 << 24
+        self,
+        fallback: AiohttpUpstream,
+        *,
+        limit: int = 256,
+        keepalive_s: float = 30.0,
+        max_body: int = 1 << 24,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     ) -> None:
         self.fallback = fallback
         self.limit = limit
         self.max_body = max_body
+        self.max_header_bytes = max_header_bytes
         self.keepalive_s = keepalive_s
         self._slots = asyncio.Semaphore(limit)
         self._origins: dict[str, Origin | None] = {}
@@ -227,8 +365,9 @@ class NativeHttpClient:
         origin = self._origin(base_url)
         if origin is None or method == "HEAD":
             return await self.fallback.request(base_url, task, timeout_s)
-        message = self._message(method, origin, task)
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        message = self._message(origin, task)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         if self._slots.locked():
             # Only a request that finds every connection busy waits for one, and not past its deadline.
             async with asyncio.timeout_at(deadline):
@@ -236,65 +375,85 @@ class NativeHttpClient:
         else:
             await self._slots.acquire()
         try:
-            exchange, reused = await self._acquire(origin, deadline)
-            try:
-                return await self._send(exchange, message, deadline)
-            except UpstreamUnreachable:
-                # A kept-alive connection the server had already given up on: nothing reached it,
-                # so an idempotent request goes once more on a fresh connection (as browsers do).
-                if not (reused and not exchange.received_any and method in IDEMPOTENT_METHODS):
+            # One coroutine from here to the answer (no nested ones): this is the hot path.
+            exchange = self._reusable(origin)
+            reused = exchange is not None
+            while True:
+                if exchange is None:
+                    exchange = await self._connect(origin, deadline)
+                self._busy.add(exchange)
+                timer = loop.call_at(deadline, exchange.time_out)
+                retry = False
+                try:
+                    reply = await exchange.send(message)
+                except UpstreamUnreachable:
+                    exchange.close()
+                    # A kept-alive connection the server had already given up on: not one byte came back,
+                    # so a request the engine itself may retry goes once more on a fresh connection (as
+                    # browsers do). After any byte of an answer the request surely arrived: no second copy.
+                    if not (reused and not exchange.received and task.idempotent and method in IDEMPOTENT_METHODS):
+                        raise
+                    retry = True
+                except BaseException:
+                    # Timed out, cancelled or broken: the stream's state is unknown, so it is never reused.
+                    exchange.close()
                     raise
-                exchange, _ = await self._acquire(origin, deadline, fresh=True)
-                return await self._send(exchange, message, deadline)
+                finally:
+                    timer.cancel()
+                    exchange.waiter = None
+                    self._busy.discard(exchange)
+                if not retry:
+                    break
+                exchange, reused = None, False
+            if not exchange.closed:
+                self._keep(exchange)
+            return reply
         finally:
             self._slots.release()
 
-    def _message(self, method: str, origin: Origin, task: Task) -> bytes:
-        """The request's bytes; those of plain requests (no query, body or headers) are built once."""
+    def _message(self, origin: Origin, task: Task) -> bytes:
+        """The request's bytes; those of plain requests (no query, body or headers) are built once.
+
+        Keyed by the task's method as given: only one that passed the checks once is ever found.
+        """
         if task.params or task.json is not None or task.body is not None or task.headers:
-            return build_request(method, origin, task)
-        key = (method, origin, task.path)
+            return build_request(origin, task)
+        key = (task.method, origin, task.path)
         message = self._plain_messages.get(key)
         if message is None:
             if len(self._plain_messages) >= PLAIN_MESSAGES_KEPT:
                 self._plain_messages.clear()  # a crude bound: paths with arguments are endless
-            message = self._plain_messages[key] = build_request(method, origin, task)
+            message = self._plain_messages[key] = build_request(origin, task)
         return message
 
-    async def _send(self, exchange: _Exchange, message: bytes, deadline: float) -> UpstreamReply:
-        self._busy.add(exchange)
-        try:
-            reply = await exchange.exchange(message, deadline)
-        except BaseException:
-            # Timed out, cancelled or broken: the stream's state is unknown, so it is never reused.
+    def _keep(self, exchange: _Exchange) -> None:
+        """Put an open connection back among the idle ones (or close it if there are enough)."""
+        exchange.idle_since = time.monotonic()
+        idle = self._idle.setdefault(exchange.origin, [])
+        if len(idle) < self.limit:
+            idle.append(exchange)
+        else:
             exchange.close()
-            raise
-        finally:
-            self._busy.discard(exchange)
-        if not exchange.closed:
-            exchange.idle_since = time.monotonic()
-            idle = self._idle.setdefault(exchange.origin, [])
-            if len(idle) < self.limit:
-                idle.append(exchange)
-            else:
-                exchange.close()
-        return reply
 
-    async def _acquire(self, origin: Origin, deadline: float, *, fresh: bool = False) -> tuple[_Exchange, bool]:
-        """An idle connection to ``origin`` (most recently used first), else a new one; and whether it was reused."""
+    def _reusable(self, origin: Origin) -> _Exchange | None:
+        """The most recently used idle connection to ``origin`` that may still be used, if any."""
         idle = self._idle.get(origin)
-        if idle and not fresh:
+        if idle:
             oldest_allowed = time.monotonic() - self.keepalive_s
             while idle:
                 exchange = idle.pop()
                 if exchange.reusable(oldest_allowed):
-                    return exchange, True
+                    return exchange
                 exchange.close()
+        return None
+
+    async def _connect(self, origin: Origin, deadline: float) -> _Exchange:
+        """A new connection to ``origin``, opened before ``deadline`` (event-loop time)."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
                 _, exchange = await loop.create_connection(
-                    lambda: _Exchange(origin, self.max_body), origin.host, origin.port
+                    lambda: _Exchange(origin, self.max_body, self.max_header_bytes), origin.host, origin.port
                 )
         except TimeoutError:
             raise  # the request's deadline (TimeoutError is an OSError too)
@@ -303,7 +462,7 @@ class NativeHttpClient:
                 f"ClientConnectorError: cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}",
                 never_arrived=True,
             ) from exc
-        return exchange, False
+        return exchange
 
     def prune_idle(self) -> int:
         """Close idle connections unused for ``keepalive_s`` (also those of servers no longer in any pool).
@@ -336,9 +495,15 @@ class NativeHttpClient:
             exchange.close()
 
 
-def build_request(method: str, origin: Origin, task: Task) -> bytes:
-    """The request's bytes: request line, headers and body."""
-    path = task.path
+def build_request(origin: Origin, task: Task) -> bytes:
+    """The request's bytes: request line, headers and body.
+
+    Raises :class:`~offload.upstream.InvalidRequest` for a method or header that
+    would put anything but this one request on the wire.
+    """
+    check_request(task.method, task.headers)
+    method = task.method.upper()
+    path = request_path(task.path)
     target = path if not _NEEDS_QUOTING.search(path) else quote(path, safe=_TARGET_SAFE)
     if task.params:
         target += ("&" if "?" in target else "?") + urlencode(task.params)
@@ -349,8 +514,6 @@ def build_request(method: str, origin: Origin, task: Task) -> bytes:
     lines = [f"{method} {target} HTTP/1.1".encode(), b"Host: " + origin.host_header]
     has_type = False
     for name, value in (task.headers or {}).items():
-        if _HEADER_FORBIDDEN.search(name) or _HEADER_FORBIDDEN.search(value) or ":" in name:
-            raise ValueError(f"invalid header {name!r}: names and values may not contain CR, LF or NUL")
         lowered = name.lower()
         if lowered in ("host", "content-length", "transfer-encoding", "connection"):
             continue  # framing is this client's business
