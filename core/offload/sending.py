@@ -54,9 +54,9 @@ async def send_once(
     try:
         reply = await client.request(target.url, task, timeout_s)
     except TimeoutError:
-        reason = f"timed out after {seconds(timeout_s)} s"
+        reason = f"timed out after {duration(timeout_s)}"
         target.record_failure(reason, may_open=pool.may_eject(target))
-        message = f"{described(target)} did not answer within {seconds(timeout_s)} s"
+        message = f"{described(target)} did not answer within {duration(timeout_s)}"
         raise AttemptFailed(504, message, server=target.name) from None
     except UpstreamUnreachable as exc:
         reason = f"unreachable: {exc}"
@@ -98,6 +98,11 @@ async def send_once(
 def described(target: Server) -> str:
     """How error messages name a server: ``server 'edge1' (http://127.0.0.1:5001)``."""
     return f"server {target.name!r} ({target.url})"
+
+
+def duration(value: float) -> str:
+    """A time for people: 2.0 -> "2 s", 0.0031 -> "3.1 ms" (what was left of a deadline can be tiny)."""
+    return f"{seconds(value)} s" if value >= 0.1 else f"{value * 1000:.1f} ms"
 
 
 def seconds(value: float) -> str:
