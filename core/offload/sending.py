@@ -102,7 +102,7 @@ def described(target: Server) -> str:
 
 def duration(value: float) -> str:
     """A time for people: 2.0 -> "2 s", 0.0031 -> "3.1 ms" (what was left of a deadline can be tiny)."""
-    return f"{seconds(value)} s" if value >= 0.1 else f"{value * 1000:.1f} ms"
+    return f"{seconds(value)} s" if value >= 0.01 else f"{value * 1000:.1f} ms"
 
 
 def seconds(value: float) -> str:
