@@ -595,7 +595,7 @@ async def test_every_segmentation_of_an_answer_is_read_the_same(answer: str, aft
     for cut in cuts:
         exchange = _Exchange(Origin("127.0.0.1", 9, b"127.0.0.1:9"))
         exchange.connection_made(FakeTransport())  # type: ignore[arg-type]
-        waiter = exchange.send(b"GET / HTTP/1.1\r\n\r\n")
+        waiter = exchange.send(b"GET / HTTP/1.1\r\n\r\n", asyncio.get_running_loop())
         bounds = [0, *cut, len(wire)]
         for start, end in itertools.pairwise(bounds):
             exchange.data_received(wire[start:end])
@@ -603,3 +603,64 @@ async def test_every_segmentation_of_an_answer_is_read_the_same(answer: str, aft
         reply = waiter.result()
         assert (reply.status, reply.content_type, reply.body) == (*expected[:1], "text/plain", expected[1]), cut
         assert exchange.closed == bool(AFTER[after]), cut
+
+
+async def test_a_request_that_gives_up_waiting_for_a_connection_leaves_the_slots_whole(
+    raw_server: RawServerFactory, upstreams: UpstreamFactory
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        while (head := await next_request(reader)) is not None:
+            if request_line(head) == b"GET /slow HTTP/1.1":
+                arrived.set()
+                await release.wait()
+            writer.write(FRESH)
+            await writer.drain()
+
+    base = await raw_server(slow_first)
+    client = await upstreams("native", limit=1)
+    assert isinstance(client, NativeHttpClient)
+    slow = asyncio.create_task(client.request(base, Task("/slow"), TIMEOUT_S))
+    await asyncio.wait_for(arrived.wait(), TIMEOUT_S)
+    with pytest.raises(TimeoutError):
+        await client.request(base, Task("/waits"), 0.1)  # the one connection is busy until its deadline
+    release.set()
+    assert (await slow).body == b"fresh"
+    assert (await client.request(base, Task("/after"), TIMEOUT_S)).body == b"fresh"
+    assert client._free_slots == 1
+
+    # A waiter handed a slot just as it is cancelled passes the slot on instead of losing it.
+    client._free_slots = 0
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(client._wait_for_slot(loop, loop.time() + TIMEOUT_S))
+    await eventually(lambda: len(client._slot_waiters) == 1, "the task waits for a slot")
+    client._release_slot()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert client._free_slots == 1 and not client._slot_waiters
+
+
+ENDLESS = {
+    "a header line": b"HTTP/1.1 200 OK\r\nX-Endless: ",
+    "a status line": b"HTTP/1.1 200 ",
+    "a trailer": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: ",
+    "a chunk extension": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=",
+}
+
+
+@pytest.mark.parametrize("where", ENDLESS)
+async def test_endless_framing_is_refused_within_a_segment_of_the_header_limit(where: str) -> None:
+    exchange = _Exchange(Origin("127.0.0.1", 9, b"127.0.0.1:9"), max_header_bytes=65536)
+    exchange.connection_made(FakeTransport())  # type: ignore[arg-type]
+    waiter = exchange.send(b"GET / HTTP/1.1\r\n\r\n", asyncio.get_running_loop())
+    exchange.data_received(ENDLESS[where])
+    segments = 0
+    while not waiter.done() and segments < 1000:
+        exchange.data_received(b"a" * 16384)
+        segments += 1
+    with pytest.raises(UpstreamAnswerRefused, match=re.escape("65536 bytes ([gateway] max_response_header_bytes)")):
+        waiter.result()
+    assert segments <= 65536 // 16384 + 1
+    assert exchange.closed

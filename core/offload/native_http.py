@@ -9,11 +9,21 @@ client it spends about 115 µs, of which Sanic's own request handling is about
 connection, a complete body read into memory, keep-alive reuse, and the C parser
 Sanic already depends on (httptools). Anything it does not handle
 (``https://``, ``HEAD``) goes to the aiohttp session it is given.
+
+It is as strict as h11 where being lenient could mix up two exchanges: a
+connection is reused only when nothing at all follows an answer (in the same
+segment or later, while idle); a request that is not exactly one request (a
+method or header name that is not a token, a value with control characters)
+is never sent; answers past the header or body limit, malformed ones and
+protocol switches are refused (:class:`~offload.upstream.UpstreamAnswerRefused`)
+and their connection closed; and a request is sent twice only when a reused
+connection gave back nothing at all and the task may be retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -287,7 +297,7 @@ class _Exchange(asyncio.Protocol):
         """The deadline passed: the waiting request fails with ``TimeoutError``."""
         self._fail(TimeoutError())
 
-    def send(self, request: bytes) -> asyncio.Future[UpstreamReply]:
+    def send(self, request: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[UpstreamReply]:
         """Write ``request``; the future is its whole answer. The caller sets ``waiter`` back to None after it.
 
         Afterwards, ``received`` tells how many bytes of an answer arrived (0: none at all).
@@ -298,7 +308,7 @@ class _Exchange(asyncio.Protocol):
             raise UpstreamUnreachable(
                 "ServerDisconnected: connection closed before the request was sent", never_arrived=True
             )
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = loop.create_future()
         self._begin(waiter)
         transport.write(request)
         return waiter
@@ -338,7 +348,10 @@ class NativeHttpClient:
         self.max_body = max_body
         self.max_header_bytes = max_header_bytes
         self.keepalive_s = keepalive_s
-        self._slots = asyncio.Semaphore(limit)
+        # Free connection slots, and the requests waiting for one (first come, first served). A plain
+        # counter, not an asyncio.Semaphore: taking a free slot is then no call at all (the hot path).
+        self._free_slots = limit
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._origins: dict[str, Origin | None] = {}
         self._idle: dict[Origin, list[_Exchange]] = {}
         self._busy: set[_Exchange] = set()
@@ -368,12 +381,10 @@ class NativeHttpClient:
         message = self._message(origin, task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        if self._slots.locked():
-            # Only a request that finds every connection busy waits for one, and not past its deadline.
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
+        if self._free_slots:
+            self._free_slots -= 1
         else:
-            await self._slots.acquire()
+            await self._wait_for_slot(loop, deadline)
         try:
             # One coroutine from here to the answer (no nested ones): this is the hot path.
             exchange = self._reusable(origin)
@@ -385,7 +396,7 @@ class NativeHttpClient:
                 timer = loop.call_at(deadline, exchange.time_out)
                 retry = False
                 try:
-                    reply = await exchange.send(message)
+                    reply = await exchange.send(message, loop)
                 except UpstreamUnreachable:
                     exchange.close()
                     # A kept-alive connection the server had already given up on: not one byte came back,
@@ -409,7 +420,29 @@ class NativeHttpClient:
                 self._keep(exchange)
             return reply
         finally:
-            self._slots.release()
+            self._release_slot()
+
+    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Wait (not past ``deadline``) until a busy request hands its slot over."""
+        waiter = loop.create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed a slot just as this request gave up: pass it on
+            raise
+
+    def _release_slot(self) -> None:
+        """Hand the slot to the first request still waiting, else free it."""
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # (one that timed out or was cancelled is done: skipped)
+                waiter.set_result(None)
+                return
+        self._free_slots += 1
 
     def _message(self, origin: Origin, task: Task) -> bytes:
         """The request's bytes; those of plain requests (no query, body or headers) are built once.
