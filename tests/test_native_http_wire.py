@@ -23,7 +23,7 @@ from raw_http import CLIENTS, TIMEOUT_S, Handler, UpstreamFactory, next_request,
 
 from offload.native_http import NativeHttpClient, Origin, _Exchange
 from offload.tasks import Task
-from offload.upstream import InvalidRequest, UpstreamAnswerRefused, UpstreamUnreachable
+from offload.upstream import InvalidRequest, UpstreamAnswerRefused, UpstreamReply, UpstreamUnreachable
 
 # The fixtures: servers that answer with exactly the bytes a test writes, and either client.
 raw_server = raw_http.raw_server
@@ -567,6 +567,13 @@ class FakeTransport:
         return None
 
 
+def sent_exchange(**limits: int) -> tuple[_Exchange, asyncio.Future[UpstreamReply]]:
+    """A connection's protocol on a fake transport, a request sent: the test feeds the answer's bytes."""
+    exchange = _Exchange(Origin("127.0.0.1", 9, b"127.0.0.1:9"), **limits)
+    exchange.connection_made(FakeTransport())  # type: ignore[arg-type]
+    return exchange, exchange.send(b"GET / HTTP/1.1\r\n\r\n", asyncio.get_running_loop())
+
+
 SEGMENTED = {
     "content-length": OK_HELLO,
     "chunked": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -593,9 +600,7 @@ async def test_every_segmentation_of_an_answer_is_read_the_same(answer: str, aft
     expected = (204, b"") if answer == "204" else (200, b"hello")
     cuts = [(i,) for i in range(1, len(wire))] + [(i, i + 1) for i in range(1, len(wire) - 1)]
     for cut in cuts:
-        exchange = _Exchange(Origin("127.0.0.1", 9, b"127.0.0.1:9"))
-        exchange.connection_made(FakeTransport())  # type: ignore[arg-type]
-        waiter = exchange.send(b"GET / HTTP/1.1\r\n\r\n", asyncio.get_running_loop())
+        exchange, waiter = sent_exchange()
         bounds = [0, *cut, len(wire)]
         for start, end in itertools.pairwise(bounds):
             exchange.data_received(wire[start:end])
@@ -652,9 +657,7 @@ ENDLESS = {
 
 @pytest.mark.parametrize("where", ENDLESS)
 async def test_endless_framing_is_refused_within_a_segment_of_the_header_limit(where: str) -> None:
-    exchange = _Exchange(Origin("127.0.0.1", 9, b"127.0.0.1:9"), max_header_bytes=65536)
-    exchange.connection_made(FakeTransport())  # type: ignore[arg-type]
-    waiter = exchange.send(b"GET / HTTP/1.1\r\n\r\n", asyncio.get_running_loop())
+    exchange, waiter = sent_exchange(max_header_bytes=65536)
     exchange.data_received(ENDLESS[where])
     segments = 0
     while not waiter.done() and segments < 1000:
