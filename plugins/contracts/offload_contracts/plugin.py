@@ -21,6 +21,9 @@ from offload.responses import SERVER_HEADER, envelope_response
 
 from .abi_args import DEFAULT_MAX_ARG_BYTES, bind_arguments
 from .catalog import ContractSpec, is_view, load_contracts
+from .idempotency import DEFAULT_MAX_KEYS, DEFAULT_TTL_S, HEADER, IdempotencyStore, fingerprint, operator_scope
+from .jsonify import to_json
+from .outcomes import DEFAULT_LOOKUP_S, DEFAULT_MAX_TRACKED, is_tx_hash
 from .rpc import (
     DEFAULT_CALL_GAS_CAP,
     DEFAULT_CALL_TIMEOUT_S,
@@ -29,13 +32,15 @@ from .rpc import (
     RpcSender,
     pinned_server,
     rpc_payload,
-    servers_used,
 )
 from .rpc_proxy import DEFAULT_MAX_BATCH, RpcProxy, RpcReply
 from .service import ContractService
 from .signer import load_signer
+from .writes import WriteAnswers, begin
 
 SHORTHAND_CONTRACT = "Hello"  # the original interface had /hello for its Hello contract
+# The outcome route's first segment: a contract of this name would be shadowed by it.
+OUTCOME_SEGMENT = "tx"
 MIB = 1024 * 1024
 # Below this not even a plain transfer can run, so no call could.
 MIN_CALL_GAS_CAP = 21_000
@@ -67,6 +72,11 @@ def offload_default_settings() -> dict[str, Any]:
         "max_arg_bytes": DEFAULT_MAX_ARG_BYTES,  # one contract-call argument
         "call_gas_cap": DEFAULT_CALL_GAS_CAP,  # gas of one eth_call / eth_estimateGas (geth's RPCGasCap)
         "call_timeout_s": DEFAULT_CALL_TIMEOUT_S,  # time of a request holding eth_call / eth_estimateGas
+        # Writes' outcomes (see README "Writes").
+        "idempotency_max_keys": DEFAULT_MAX_KEYS,  # Idempotency-Key answers kept
+        "idempotency_ttl_s": DEFAULT_TTL_S,  # how long one is kept
+        "outcome_lookup_s": DEFAULT_LOOKUP_S,  # how long a transaction of unknown outcome is looked for
+        "outcome_max_tracked": DEFAULT_MAX_TRACKED,  # transactions looked for (and remembered) at once
     }
 
 
@@ -82,6 +92,10 @@ class CallerLimits:
     calls: CallLimits
     gas_multiplier: float
     receipt_timeout_s: float
+    idempotency_max_keys: int
+    idempotency_ttl_s: float
+    outcome_lookup_s: float
+    outcome_max_tracked: int
 
 
 def _integer(plugin: PluginContext, key: str, minimum: int, maximum: int) -> int:
@@ -118,6 +132,10 @@ def read_limits(plugin: PluginContext) -> CallerLimits:
         ),
         gas_multiplier=_number(plugin, "gas_multiplier", 1, inclusive=True),
         receipt_timeout_s=_number(plugin, "receipt_timeout_s", 0),
+        idempotency_max_keys=_integer(plugin, "idempotency_max_keys", 1, 10_000_000),
+        idempotency_ttl_s=_number(plugin, "idempotency_ttl_s", 0),
+        outcome_lookup_s=_number(plugin, "outcome_lookup_s", 0),
+        outcome_max_tracked=_integer(plugin, "outcome_max_tracked", 1, 10_000_000),
     )
 
 
@@ -165,6 +183,11 @@ class ContractRoutes:
         self.plugin = plugin
         self.limits = read_limits(plugin)
         self.contracts = load_contracts(options["contracts"], plugin.where, base_dir)
+        if OUTCOME_SEGMENT in self.contracts:
+            raise ConfigError(
+                f"{plugin.where} a contract may not be named {OUTCOME_SEGMENT!r}: "
+                f"{plugin.prefix}/{OUTCOME_SEGMENT}/<hash> is the outcome route"
+            )
         allowed = options["rpc_allow"]
         if not isinstance(allowed, list) or not all(isinstance(item, str) for item in allowed):
             raise ConfigError(f"{plugin.where} rpc_allow must be a list of JSON-RPC method names")
@@ -175,15 +198,24 @@ class ContractRoutes:
             load_signer(options, plugin.where, base_dir),
             gas_multiplier=self.limits.gas_multiplier,
             receipt_timeout_s=self.limits.receipt_timeout_s,
+            status_prefix=plugin.prefix,
+            lookup_s=self.limits.outcome_lookup_s,
+            max_tracked=self.limits.outcome_max_tracked,
         )
-        self.proxy = RpcProxy(sender, self.service, allowed, max_batch=self.limits.max_batch)
+        # One store for every write route: a key used on one route and then another is a mismatch (422).
+        store: IdempotencyStore[Any] = IdempotencyStore(
+            max_keys=self.limits.idempotency_max_keys,
+            ttl_s=self.limits.idempotency_ttl_s,
+            # A retry waits for its first request as long as that one may wait for a receipt.
+            wait_s=self.limits.receipt_timeout_s,
+        )
+        self.writes = WriteAnswers(plugin, self.service, store)
+        self.proxy = RpcProxy(sender, self.service, allowed, max_batch=self.limits.max_batch, store=store)
 
     async def answer(self, request: Request, produce: Callable[[], Awaitable[Any]], **extra: Any) -> HTTPResponse:
         """Run ``produce`` on the node(s) the engine picks and wrap its value in the envelope."""
         started = time.perf_counter()
-        used: list[str] = []
-        servers_used.set(used)
-        pinned_server.set(request.args.get("server") or None)
+        used = begin(request)
         data = await produce()
         result = OffloadResult(
             data=data,
@@ -196,6 +228,26 @@ class ContractRoutes:
         if extra:
             reply = response.json({**result.envelope(), **extra}, headers={SERVER_HEADER: result.server})
         return reply
+
+    async def write(
+        self,
+        request: Request,
+        spec: ContractSpec,
+        function_abi: dict[str, Any],
+        args: list[Any],
+        key: str | None,
+        **extra: Any,
+    ) -> HTTPResponse:
+        """Send a transaction (the caller holds the token) and answer it, once per ``Idempotency-Key``."""
+        name = function_abi["name"]
+        return await self.writes.answer(
+            request,
+            lambda: self.service.transact(spec.name, name, args),
+            key=key,
+            # The call itself, not how it was spelled: the same write by position or by name is the same.
+            request_fingerprint=fingerprint("transaction", spec.name, name, to_json(args)),
+            extra=extra,
+        )
 
     def contract(self, name: str) -> ContractSpec:
         spec = self.contracts.get(name)
@@ -235,11 +287,9 @@ class ContractRoutes:
         # The compatibility switch only brings back the old URL, never a write without the token.
         require_operator(request, allow_get=True)
 
-    async def invoke(self, spec: ContractSpec, function_abi: dict[str, Any], args: list[Any]) -> Any:
-        """Run a view, or send a transaction (callers have checked the operator's token by then)."""
-        if is_view(function_abi):
-            return await self.service.call_view(spec.name, function_abi["name"], args)
-        return await self.service.transact(spec.name, function_abi["name"], args)
+    async def view(self, spec: ContractSpec, function_abi: dict[str, Any], args: list[Any]) -> Any:
+        """Run a view (eth_call) and return its decoded result."""
+        return await self.service.call_view(spec.name, function_abi["name"], args)
 
     def blueprint(self) -> Blueprint:
         """The plugin's routes.
@@ -255,6 +305,8 @@ class ContractRoutes:
         blueprint.add_route(self.exec_contract, "/execcontract", methods=["GET"], ctx_access=READ)
         blueprint.add_route(self.hello, "/hello", methods=["GET"], ctx_access=READ)
         blueprint.add_route(self.list_servers, "/listservers", methods=["GET"], ctx_access=READ)
+        # Anyone may ask what became of a transaction: its hash is public, and so is the chain.
+        blueprint.add_route(self.tx_outcome, f"/{OUTCOME_SEGMENT}/<tx_hash>", methods=["GET"], ctx_access=READ)
         blueprint.add_route(self.rpc, "/rpc", methods=["POST"], ctx_access=READ, ctx_max_body=limits.rpc_max_body_bytes)
         blueprint.add_route(self.rest_view, "/<contract>/<method>", methods=["GET"], ctx_access=READ)
         blueprint.add_route(
@@ -264,6 +316,14 @@ class ContractRoutes:
             ctx_access=READ,
             ctx_max_body=limits.rest_max_body_bytes,
         )
+        outcomes = self.service.outcomes
+
+        async def stop_looking(app: Any) -> None:
+            """The gateway is stopping: stop looking for transactions' outcomes."""
+            await outcomes.close()
+
+        # A plain function: Sanic silently ignores a bound method given as a listener.
+        blueprint.before_server_stop(stop_looking)
         return blueprint
 
     async def ping(self, request: Request) -> HTTPResponse:
@@ -293,6 +353,7 @@ class ContractRoutes:
         spec = self.contract(contract_id)
         function_abi = self.function(spec, operation)
         self.authorize_get(request, spec, function_abi)
+        key = None if is_view(function_abi) else self.writes.key(request)
         raw_args: list[Any] = request.args.getlist("arg") or []
         inputs = function_abi.get("inputs", [])
         if len(raw_args) == 1 and len(inputs) > 1:
@@ -305,14 +366,16 @@ class ContractRoutes:
                 raw_args = unpacked
         args = self.bind(spec, function_abi, raw_args)
         extra = {"requestID": request.args.get("requestID")} if request.args.get("requestID") else {}
-        return await self.answer(request, lambda: self.invoke(spec, function_abi, args), **extra)
+        if is_view(function_abi):
+            return await self.answer(request, lambda: self.view(spec, function_abi, args), **extra)
+        return await self.write(request, spec, function_abi, args, key, **extra)
 
     async def hello(self, request: Request) -> HTTPResponse:
         """Shorthand for ``Hello.hello()``."""
         spec = self.contract(SHORTHAND_CONTRACT)
         function_abi = self.function(spec, "hello")
         self.authorize_get(request, spec, function_abi)
-        return await self.answer(request, lambda: self.invoke(spec, function_abi, []))
+        return await self.answer(request, lambda: self.view(spec, function_abi, []))
 
     async def rest_view(self, request: Request, contract: str, method: str) -> HTTPResponse:
         """``GET {prefix}/{contract}/{method}?param=value``: views only."""
@@ -323,15 +386,17 @@ class ContractRoutes:
             raise OffloadError(405, f"{spec.name}.{method} changes state: send it as {form}")
         named = {key: request.args.get(key) for key in request.args if key not in ("arg", "server")}
         args = self.bind(spec, function_abi, request.args.getlist("arg") or [], named)
-        return await self.answer(request, lambda: self.invoke(spec, function_abi, args))
+        return await self.answer(request, lambda: self.view(spec, function_abi, args))
 
     async def rest_call(self, request: Request, contract: str, method: str) -> HTTPResponse:
         """``POST {prefix}/{contract}/{method}`` with ``{"args": [...]}`` or ``{"name": value}``."""
         spec = self.contract(contract)
         function_abi = self.function(spec, method)
+        key = None
         if not is_view(function_abi):
             # Before the body is even parsed: a caller without the token learns nothing more.
             require_operator(request)
+            key = self.writes.key(request)
         try:
             body = safe_json.loads(request.body or b"{}")
         except ValueError:
@@ -346,7 +411,23 @@ class ContractRoutes:
         else:
             raise OffloadError(400, "the body must be a JSON object or array of arguments")
         args = self.bind(spec, function_abi, positional, named)
-        return await self.answer(request, lambda: self.invoke(spec, function_abi, args))
+        if is_view(function_abi):
+            return await self.answer(request, lambda: self.view(spec, function_abi, args))
+        return await self.write(request, spec, function_abi, args, key)
+
+    async def tx_outcome(self, request: Request, tx_hash: str) -> HTTPResponse:
+        """``GET {prefix}/tx/<hash>``: what the pool's nodes show of a transaction.
+
+        ``state`` is ``mined`` (with the receipt's summary), ``pending`` (a node holds it)
+        or ``unknown`` (no node shows it); ``looking`` says whether the gateway is still
+        looking for it in the background.
+        """
+        if not is_tx_hash(tx_hash):
+            raise OffloadError(400, f"{tx_hash[:80]!r} is not a transaction hash (0x and 64 hex digits)")
+        started = time.perf_counter()
+        data = await self.service.outcome(tx_hash)
+        server = data.get("server") or ""
+        return response.json(self.writes.envelope(data, server, started), headers={SERVER_HEADER: server})
 
     async def rpc(self, request: Request) -> HTTPResponse:
         """JSON-RPC 2.0 pass-through (single and batch) with the method allowlist.
@@ -354,10 +435,13 @@ class ContractRoutes:
         Reads are for every local caller; a body holding anything else (eth_sendRawTransaction,
         or a method rpc_allow adds) needs the operator's token before anything is forwarded.
         """
-        used: list[str] = []
-        servers_used.set(used)
-        pinned_server.set(request.args.get("server") or None)
-        reply: RpcReply = await self.proxy.handle(request.body, lambda: require_operator(request))
+        used = begin(request)
+        reply: RpcReply = await self.proxy.handle(
+            request.body,
+            lambda: require_operator(request),
+            key_values=request.headers.getall(HEADER, []),
+            scope=operator_scope(request.headers.get("authorization")),
+        )
         headers = dict(reply.headers)
         if used:
             headers[SERVER_HEADER] = used[-1]

@@ -151,10 +151,14 @@ class RpcSender:
         idempotent: bool,
         exclude: Collection[str] = (),
         timeout_s: float | None = None,
+        server: str | None = None,
+        use_pin: bool = True,
     ) -> tuple[Any, str]:
         """POST ``body``; returns (decoded JSON-RPC response, server name).
 
         ``timeout_s`` replaces the pool's ``timeout_s`` as the whole request's deadline.
+        The body goes to ``server`` when named, else to the request's pinned server
+        (``?server=``) unless ``use_pin`` is False, else wherever the engine picks.
         """
         task = Task(
             self.rpc_path,
@@ -166,7 +170,7 @@ class RpcSender:
         )
         # Reads are idempotent tasks: the engine retries them on another node by itself.
         result = await self.plugin.require_engine().offload(
-            self.plugin.default_pool, task, server=pinned_server.get(), exclude=exclude
+            self.plugin.default_pool, task, server=server or (pinned_server.get() if use_pin else None), exclude=exclude
         )
         used = servers_used.get()
         if used is not None:

@@ -6,20 +6,26 @@ that live on one node, ...) get a JSON-RPC error instead of reaching a node.
 Anything that is not a read (eth_sendRawTransaction, and whatever ``rpc_allow``
 adds beyond the reads) needs the operator's token before anything is forwarded.
 Every caller input gets a JSON-RPC answer: never a traceback, never invalid JSON.
+
+A raw transaction's answer is its hash (a node took it, or a lookup found it on
+one), the node's own error (it refused it: passed on as it came, code, message
+and data), or, when the node failed after the transaction was sent and no node
+shows it, an error whose ``data`` holds the hash and says the outcome is unknown.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from offload import OffloadError, safe_json
 
+from .idempotency import HEADER, IdempotencyStore, KeyRefused, fingerprint, parse_key
 from .rpc import CALL_METHODS, RAW_TRANSACTION_METHOD, READ_METHODS, InvalidCallParams, RpcSender
-from .service import ContractService
+from .service import ContractService, Handed, TransactionRefused
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -108,11 +114,13 @@ class RpcProxy:
         extra_allowed: Collection[str],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        store: IdempotencyStore[Any] | None = None,
     ) -> None:
         self.sender = sender
         self.service = service
         self.allowed = frozenset(DEFAULT_ALLOWED | set(extra_allowed))
         self.max_batch = max_batch
+        self.store: IdempotencyStore[Any] = store if store is not None else IdempotencyStore()
 
     def needs_operator(self, method: str) -> bool:
         """Whether forwarding ``method`` needs the operator's token: anything but a read."""
@@ -158,11 +166,19 @@ class RpcProxy:
             return rpc_error(request_id, INVALID_PARAMS, f"invalid params for {method}: numbers must be finite")
         return Checked(request, method, params)
 
-    async def handle(self, body: bytes, authorize: Callable[[], None]) -> RpcReply:
+    async def handle(
+        self,
+        body: bytes,
+        authorize: Callable[[], None],
+        *,
+        key_values: Sequence[str] = (),
+        scope: str = "",
+    ) -> RpcReply:
         """The answer to a request body; ``authorize`` raises :class:`OffloadError` unless the operator sent it.
 
         ``authorize`` is called, before anything is forwarded, when the body holds a request
-        that is not a read.
+        that is not a read. ``key_values`` are the request's ``Idempotency-Key`` headers,
+        which apply to a body of one eth_sendRawTransaction (``scope``: whose keys they are).
         """
         try:
             parsed = safe_json.loads(body)
@@ -181,7 +197,7 @@ class RpcProxy:
                         f"invalid request: batch of {len(parsed)} requests, more than max_batch ({self.max_batch})",
                     ),
                 )
-            return await self.batch(parsed, authorize)
+            return await self.batch(parsed, authorize, bool(key_values))
         checked = self.check(parsed)
         if not isinstance(checked, Checked):
             if checked["error"]["code"] == INVALID_REQUEST:
@@ -191,6 +207,8 @@ class RpcProxy:
         refused = self.authorize([checked], authorize, checked.id)
         if refused is not None:
             return refused
+        if checked.method == RAW_TRANSACTION_METHOD:
+            return await self.keyed_raw_transaction(checked, key_values, scope)
         return await self.single(checked)
 
     def authorize(self, checked: list[Checked], authorize: Callable[[], None], request_id: Any) -> RpcReply | None:
@@ -209,73 +227,163 @@ class RpcProxy:
         return self.sender.limits.timeout_for(item.method for item in checked)
 
     async def single(self, checked: Checked) -> RpcReply:
-        """Forward one checked request; a notification is answered 204 once the node took it."""
+        """Forward one checked request (not a raw transaction); a notification is answered 204."""
+        # A notification goes out with an id all the same, so the node's answer is JSON-RPC to check.
+        body = _encode(checked.outgoing(checked.id if not checked.notification else 0))
         try:
-            if checked.method == RAW_TRANSACTION_METHOD:
-                raw = bytes.fromhex(checked.params[0][2:])
-                tx_hash = await self.service.send_raw_transaction(raw)
-                response: Any = {"jsonrpc": "2.0", "id": checked.id, "result": tx_hash}
-            else:
-                # A notification goes out with an id all the same, so the node's answer is JSON-RPC to check.
-                body = _encode(checked.outgoing(checked.id if not checked.notification else 0))
-                response, _ = await self.sender.send(
-                    body, idempotent=checked.method in READ_METHODS, timeout_s=self.timeout_for([checked])
-                )
-                if isinstance(response, dict):
-                    response = {**response, "id": checked.id}
+            response, _ = await self.sender.send(
+                body, idempotent=checked.method in READ_METHODS, timeout_s=self.timeout_for([checked])
+            )
         except OffloadError as exc:
-            rpc_error_data = exc.details.get("rpc_error")
-            if rpc_error_data:  # the node itself refused the transaction: relay its error
-                response = {"jsonrpc": "2.0", "id": checked.id, "error": rpc_error_data}
-            else:
-                return RpcReply(exc.status, rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server}))
+            return RpcReply(exc.status, rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server}))
         if checked.notification:
             return RpcReply(204, None)
+        if isinstance(response, dict):
+            response = {**response, "id": checked.id}
         return RpcReply(200, response)
 
-    async def batch(self, requests: list[Any], authorize: Callable[[], None]) -> RpcReply:
-        """Check every element, forward the allowed ones as one batch, answer in the caller's order."""
+    async def keyed_raw_transaction(self, checked: Checked, key_values: Sequence[str], scope: str) -> RpcReply:
+        """One eth_sendRawTransaction, given its first answer again for a retry with the same key."""
+        try:
+            key = parse_key(list(key_values))
+        except KeyRefused as exc:
+            return RpcReply(exc.status, rpc_error(checked.id, INVALID_REQUEST, exc.message))
+        if key is None:
+            return await self.raw_transaction(checked)
+        raw_hex = checked.params[0].lower()
+        try:
+            handed, replayed = await self.store.run(
+                scope, key, fingerprint(RAW_TRANSACTION_METHOD, raw_hex), lambda: self._handed(raw_hex)
+            )
+        except KeyRefused as exc:  # 422 another request's key, 409 its first still runs, 503 no room
+            return RpcReply(exc.status, rpc_error(checked.id, INVALID_REQUEST, exc.message), dict(exc.headers))
+        except TransactionRefused as exc:
+            return self.refused(checked, exc)
+        except OffloadError as exc:
+            # Provably sent to no node (none reachable): a plain error, there is no hash to give.
+            return RpcReply(exc.status, rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server}))
+        if replayed and not handed.confirmed:
+            # Answered "unknown" the first time: what do the nodes show of it now?
+            state = (await self.service.outcome(handed.tx_hash))["state"]
+            if state != "unknown":
+                handed = Handed(handed.tx_hash, True, handed.server)
+        reply = self.handed_reply(checked, handed)
+        if replayed:
+            reply.headers["Idempotent-Replayed"] = "true"
+        return reply
+
+    async def _handed(self, raw_hex: str) -> tuple[Handed, bool]:
+        """Send a raw transaction for the idempotency store: kept once a node may have it."""
+        return await self.service.send_raw_transaction(bytes.fromhex(raw_hex[2:])), True
+
+    async def raw_transaction(self, checked: Checked) -> RpcReply:
+        """Hand a raw transaction to a node; answer its hash, the node's refusal, or "outcome unknown"."""
+        try:
+            handed = await self.service.send_raw_transaction(bytes.fromhex(checked.params[0][2:]))
+        except TransactionRefused as exc:
+            return self.refused(checked, exc)
+        except OffloadError as exc:
+            # Provably sent to no node (none reachable): a plain error, there is no hash to give.
+            return RpcReply(exc.status, rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server}))
+        return self.handed_reply(checked, handed)
+
+    def refused(self, checked: Checked, exc: TransactionRefused) -> RpcReply:
+        """The node's own error object, as it came: a JSON-RPC client reads its code and message.
+
+        HTTP 200, as geth answers its JSON-RPC errors and as this gateway answers its own
+        -32602 for a malformed raw transaction: web3.py and ethers.js raise an HTTP error
+        for any other status and the node's message would be lost to the caller.
+        """
+        if checked.notification:
+            return RpcReply(204, None)
+        return RpcReply(200, {"jsonrpc": "2.0", "id": checked.id, "error": exc.rpc_error})
+
+    def handed_reply(self, checked: Checked, handed: Handed) -> RpcReply:
+        """The hash as the result, or (202) an error whose ``data`` holds the hash and says the outcome is unknown."""
+        if checked.notification:
+            return RpcReply(204, None)
+        if handed.confirmed:
+            return RpcReply(200, {"jsonrpc": "2.0", "id": checked.id, "result": handed.tx_hash})
+        url = self.service.outcomes.status_url(handed.tx_hash)
+        message = (
+            f"outcome unknown: the transaction was sent, but {handed.failure or 'no node shows it'}; "
+            f"it may still be mined: ask eth_getTransactionReceipt or GET {url}"
+        )
+        data = {"tx_hash": handed.tx_hash, "outcome": "unknown", "status_url": url, "server": handed.server}
+        return RpcReply(202, rpc_error(checked.id, UPSTREAM_ERROR, message, data), {"Location": url})
+
+    async def batch(self, requests: list[Any], authorize: Callable[[], None], keyed: bool = False) -> RpcReply:
+        """Check every element, forward the allowed ones, answer in the caller's order.
+
+        Raw transactions are sent one by one, in the batch's order, each answered as a
+        single one would be (hash, the node's refusal, or outcome unknown with the hash);
+        the rest go to a node as one batch.
+        """
         answers: dict[int, dict[str, Any]] = {}
         forward: list[tuple[int, Checked]] = []
+        writes: list[tuple[int, Checked]] = []
         for index, request in enumerate(requests):
             checked = self.check(request)
-            if isinstance(checked, Checked):
-                forward.append((index, checked))
-            else:
+            if not isinstance(checked, Checked):
                 answers[index] = checked
-        refused = self.authorize([checked for _, checked in forward], authorize, None)
+            elif checked.method == RAW_TRANSACTION_METHOD:
+                writes.append((index, checked))
+            else:
+                forward.append((index, checked))
+        refused = self.authorize([checked for _, checked in forward + writes], authorize, None)
         if refused is not None:
             return refused
+        if keyed and writes:
+            return RpcReply(
+                400,
+                rpc_error(
+                    None,
+                    INVALID_REQUEST,
+                    f"{HEADER} applies to a body of one eth_sendRawTransaction, not a batch; "
+                    "send the batch without it (a raw transaction is sent at most once per hash anyway)",
+                ),
+            )
+        status = 200
+        for index, checked in writes:
+            reply = await self.raw_transaction(checked)
+            if reply.payload is not None:
+                answers[index] = reply.payload
+            if reply.status != 200:
+                status = max(status, reply.status)
         failure: OffloadError | None = None
         if forward:
-            # Each forwarded request gets a unique id on the way, so answers map back whatever ids clients used.
-            body = _encode([checked.outgoing(index) for index, checked in forward])
-            idempotent = all(checked.method in READ_METHODS for _, checked in forward)
-            timeout_s = self.timeout_for([checked for _, checked in forward])
-            try:
-                response, _ = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
-                by_id = _answers_by_id(response)
-                for index, checked in forward:
-                    item = by_id.get(index)
-                    if item is None and isinstance(response, dict) and "error" in response:
-                        # The node refused the whole batch with one error: it answers each request.
-                        item = response
-                    if item is None:
-                        missing = "the node gave no answer for this request"
-                        answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, missing)
-                    else:
-                        answers[index] = {**item, "id": checked.id}
-            except OffloadError as exc:
-                failure = exc
-                for index, checked in forward:
-                    answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server})
+            failure = await self.forward_batch(forward, answers)
         # Notifications (no "id") get no answer, as JSON-RPC 2.0 says; nothing at all if that is every one.
         ordered = [answers[index] for index in range(len(requests)) if not is_notification(requests[index])]
         if failure is not None:
             # The node failed: the HTTP status says so even when only notifications were sent.
             payload = ordered or rpc_error(None, UPSTREAM_ERROR, failure.message, {"server": failure.server})
             return RpcReply(failure.status, payload)
-        return RpcReply(200, ordered) if ordered else RpcReply(204, None)
+        return RpcReply(status, ordered) if ordered else RpcReply(204, None)
+
+    async def forward_batch(self, forward: list[tuple[int, Checked]], answers: dict[int, Any]) -> OffloadError | None:
+        """Send ``forward`` to a node as one batch and fill ``answers``; the failure, if the node failed."""
+        # Each forwarded request gets a unique id on the way, so answers map back whatever ids clients used.
+        body = _encode([checked.outgoing(index) for index, checked in forward])
+        idempotent = all(checked.method in READ_METHODS for _, checked in forward)
+        timeout_s = self.timeout_for([checked for _, checked in forward])
+        try:
+            response, _ = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
+        except OffloadError as exc:
+            for index, checked in forward:
+                answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server})
+            return exc
+        by_id = _answers_by_id(response)
+        for index, checked in forward:
+            item = by_id.get(index)
+            if item is None and isinstance(response, dict) and "error" in response:
+                # The node refused the whole batch with one error: it answers each request.
+                item = response
+            if item is None:
+                answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, "the node gave no answer for this request")
+            else:
+                answers[index] = {**item, "id": checked.id}
+        return None
 
 
 def _answers_by_id(response: Any) -> dict[Any, dict[str, Any]]:

@@ -3,27 +3,46 @@
 Views run as ``eth_call``. Transactions are estimated first (a revert is a 422
 before anything is sent), signed locally with a nonce from the allocator, sent
 once with ``eth_sendRawTransaction``, and only sent again after looking the
-transaction up by its hash on another node.
+transaction up by its hash on every other node. Once a transaction has been
+handed to a node, every answer carries its hash: its receipt, or "outcome
+unknown" while :mod:`.outcomes` keeps looking for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import keccak
 from web3 import AsyncWeb3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError, Web3ValidationError
+from web3.exceptions import (
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+    Web3ValidationError,
+)
 from web3.logs import DISCARD
 
 from offload import OffloadError
 
 from .catalog import ContractSpec
 from .jsonify import to_json
-from .rpc import RAW_TRANSACTION_METHOD, RETRYABLE_STATUSES, EngineProvider, RpcSender, rpc_payload
+from .outcomes import (
+    DEFAULT_LOOKUP_S,
+    DEFAULT_MAX_TRACKED,
+    OutcomeTracker,
+    OutcomeUnknown,
+    TxState,
+    WriteContext,
+)
+from .rpc import RAW_TRANSACTION_METHOD, RETRYABLE_STATUSES, EngineProvider, RpcSender, pinned_server, rpc_payload
 from .signer import NonceAllocator, Signer
 
 T = TypeVar("T")
@@ -43,6 +62,18 @@ GAS_REFUSALS = (
 )
 # How nodes word "this call ran past the node's time limit" (geth's --rpc.evmtimeout).
 TIME_REFUSALS = ("execution aborted (timeout",)
+# JSON-RPC's implementation-defined server errors, where nodes put "already known" and "nonce too
+# low" (geth, hardhat, besu and the embedded chain use -32000, nethermind and parity -32010). Only
+# these may mean the node already has the transaction, and whether it has is then decided by
+# looking its hash up: a message is never read for it ("Unknown transaction type" contains
+# "known transaction").
+SERVER_ERROR_CODES = range(-32099, -31999)
+# A transaction goes to at most this many nodes: the first, and one more if the first failed
+# without anyone having it (never more: the same bytes cannot be mined twice, but each try costs time).
+SEND_ATTEMPTS = 2
+# Receipt polling: fast at first (the embedded chain mines at once), then every half second.
+RECEIPT_POLL_S = 0.05
+RECEIPT_POLL_MAX_S = 0.5
 
 
 def revert_reason(exc: ContractLogicError) -> str:
@@ -99,6 +130,56 @@ async def web3_errors_as_http(action: Callable[[], Awaitable[T]], what: str) -> 
         raise OffloadError(502, f"{what}: {exc}") from None
 
 
+class TransactionRefused(OffloadError):
+    """A node refused the transaction and no node of the pool has it: it was not applied.
+
+    ``rpc_error`` is the node's JSON-RPC error object, passed on as it came.
+    """
+
+    def __init__(self, status: int, message: str, *, rpc_error: Any, tx_hash: str, server: str | None) -> None:
+        super().__init__(status, message, server=server, details={"rpc_error": rpc_error, "tx_hash": tx_hash})
+        self.rpc_error = rpc_error
+        self.tx_hash = tx_hash
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A transaction that left the gateway: its hash, and whether a node is known to have it."""
+
+    tx_hash: str
+    confirmed: bool  # a node answered its hash, or a lookup found it on a node
+    server: str | None  # the node that has it (confirmed), or the one that failed after taking it
+    failure: str = ""  # why the outcome is unknown
+
+    def unknown(self, status: int, status_url: str, failure: str | None = None) -> OutcomeUnknown:
+        """The answer while nobody knows whether it will be mined (``failure`` says why, if not :attr:`failure`)."""
+        why = failure or self.failure or "no node has shown it yet"
+        return OutcomeUnknown(
+            status,
+            f"transaction {self.tx_hash} was handed to a node, but its outcome is unknown ({why}); "
+            f"the gateway keeps looking for it: GET {status_url}",
+            tx_hash=self.tx_hash,
+            state=TxState.PENDING if self.confirmed else TxState.UNKNOWN,
+            status_url=status_url,
+            server=self.server,
+        )
+
+
+def _may_be_known(error: Any) -> bool:
+    """Whether a node's error may mean it already has the transaction (decided then by a lookup)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    return isinstance(code, int) and not isinstance(code, bool) and code in SERVER_ERROR_CODES
+
+
+def _never_arrived(exc: OffloadError) -> bool:
+    """The engine could not even connect: the bytes provably reached no node."""
+    return bool(getattr(exc, "never_arrived", False))
+
+
+def _failed(failure: OffloadError) -> str:
+    return f"node {failure.server!r} failed: {failure.message}"
+
+
 class ContractService:
     """Everything the plugin's routes do on chain."""
 
@@ -110,6 +191,9 @@ class ContractService:
         *,
         gas_multiplier: float,
         receipt_timeout_s: float,
+        status_prefix: str = "",
+        lookup_s: float = DEFAULT_LOOKUP_S,
+        max_tracked: int = DEFAULT_MAX_TRACKED,
     ) -> None:
         self.sender = sender
         self.contracts = contracts
@@ -120,7 +204,12 @@ class ContractService:
         self.bound = {
             name: self.w3.eth.contract(address=spec.address, abi=spec.abi) for name, spec in contracts.items()
         }
+        # A receipt's "to" names the contract whose events it holds.
+        self.by_address = {spec.address.lower(): name for name, spec in contracts.items()}
         self.nonces = NonceAllocator()
+        self.outcomes = OutcomeTracker(
+            sender, self.summary_from, status_prefix=status_prefix, lookup_s=lookup_s, max_tracked=max_tracked
+        )
         self._chain_id: int | None = None
         self._gas_price: tuple[float, int] | None = None
 
@@ -139,7 +228,12 @@ class ContractService:
         return to_json(result)
 
     async def transact(self, contract: str, function: str, args: list[Any]) -> dict[str, Any]:
-        """Send a state-changing call as a signed transaction and wait for its receipt."""
+        """Send a state-changing call as a signed transaction and wait for its receipt.
+
+        Raises :class:`OutcomeUnknown` (202, or 504 once ``receipt_timeout_s`` passed) when
+        the transaction was handed to a node but its receipt is not known; every error
+        raised after the hand-over carries the transaction's hash.
+        """
         what = f"{contract}.{function}"
         if self.signer is None:
             raise OffloadError(
@@ -158,6 +252,7 @@ class ContractService:
             # chains do) must not make the gateway sign a transaction the cap was meant to stop.
             raise _needs_more_gas(what, f"gas required exceeds allowance ({allowance})")
         chain_id = await self.chain_id()
+        context = WriteContext(contract, function, call)
         async with self.nonces.lock:
             nonce = await self.nonces.next(lambda: self.w3.eth.get_transaction_count(signer.address, "pending"))
             transaction = {
@@ -169,46 +264,135 @@ class ContractService:
             }
             raw = signer.sign(transaction)
             try:
-                tx_hash = await self.send_raw_transaction(raw)
+                handed = await self.send_raw_transaction(raw, context)
             except BaseException:
                 self.nonces.forget()
                 raise
-            self.nonces.used()
-        receipt = await web3_errors_as_http(
-            lambda: self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.receipt_timeout_s, poll_latency=0.05
-            ),
-            what,
-        )
-        return await self.describe_receipt(contract, function, call, receipt)
+            if handed.confirmed:
+                self.nonces.used()
+            else:
+                # Whether the chain took this nonce is unknown: ask it next time. Were the
+                # transaction lost, the next write reuses its nonce, so at most one of them is mined.
+                self.nonces.forget()
+        if not handed.confirmed:
+            raise handed.unknown(202, self.outcomes.status_url(handed.tx_hash))
+        return await self.outcome_of(handed, context)
 
-    async def describe_receipt(
-        self, contract: str, function: str, call: dict[str, Any], receipt: Any
-    ) -> dict[str, Any]:
-        """Hash, status, gas, block and decoded events; a failed transaction is a 422 with its reason."""
+    async def outcome_of(self, handed: Handed, context: WriteContext) -> dict[str, Any]:
+        """The receipt summary of a transaction a node took; whatever goes wrong, the answer has its hash."""
+        summary: dict[str, Any] | None = None
+        try:
+            receipt = await self.wait_for_receipt(handed.tx_hash, self.receipt_timeout_s)
+            if receipt is not None:
+                summary = self.summarize(receipt)
+        except (OffloadError, Web3Exception, ValueError, TypeError, KeyError) as exc:
+            # A node's answer the gateway cannot read is not a reason to lose the transaction's hash.
+            url = self.outcomes.status_url(handed.tx_hash)
+            raise handed.unknown(202, url, f"its receipt could not be read: {exc}") from None
+        finally:
+            if summary is None:
+                # Past the deadline, unreadable, or the caller went away: keep looking for it in the background.
+                self.outcomes.watch(handed.tx_hash, TxState.PENDING, server=handed.server, context=context)
+        if summary is None:
+            url = self.outcomes.status_url(handed.tx_hash)
+            raise handed.unknown(504, url, f"no receipt within {self.receipt_timeout_s:g} s")
+        self.outcomes.resolved(handed.tx_hash, summary, None)
+        return await self.checked(summary, context)
+
+    async def checked(self, summary: dict[str, Any], context: WriteContext | None) -> dict[str, Any]:
+        """``summary`` of a mined transaction; a failed one is a 422 with its reason (and its hash)."""
+        if summary["status"] == 1:
+            return summary
+        what = f"{context.contract}.{context.function}" if context else f"transaction {summary['tx_hash']}"
+        reason = await self.replay_reason(context.call, summary["block_number"]) if context else "unknown reason"
+        raise OffloadError(422, f"{what} reverted on chain: {reason}", details={"reason": reason, **summary})
+
+    def summarize(self, receipt: Any) -> dict[str, Any]:
+        """Hash, status, gas, block and the events of the contract it called (when one of ours)."""
         events = []
-        for event in self.bound[contract].events:
-            for decoded in event().process_receipt(receipt, errors=DISCARD):
-                events.append(
-                    {
-                        "event": decoded["event"],
-                        "args": to_json(dict(decoded["args"])),
-                        "log_index": decoded["logIndex"],
-                    }
-                )
-        summary = {
+        contract = self.by_address.get(str(receipt.get("to") or "").lower())
+        if contract is not None:
+            for event in self.bound[contract].events:
+                for decoded in event().process_receipt(receipt, errors=DISCARD):
+                    events.append(
+                        {
+                            "event": decoded["event"],
+                            "args": to_json(dict(decoded["args"])),
+                            "log_index": decoded["logIndex"],
+                        }
+                    )
+        return {
             "tx_hash": to_json(receipt["transactionHash"]),
             "status": receipt["status"],
             "gas_used": receipt["gasUsed"],
             "block_number": receipt["blockNumber"],
             "events": sorted(events, key=lambda item: item["log_index"]),
         }
-        if receipt["status"] != 1:
-            reason = await self.replay_reason(call, receipt["blockNumber"])
-            raise OffloadError(
-                422, f"{contract}.{function} reverted on chain: {reason}", details={"reason": reason, **summary}
-            )
-        return summary
+
+    async def wait_for_receipt(self, tx_hash: str, timeout_s: float) -> Any | None:
+        """The transaction's receipt from any node of the pool, or None once ``timeout_s`` passed.
+
+        Not from the pinned node only: that may be the very node that failed after taking
+        the transaction. Nodes failing meanwhile are asked again until the deadline.
+        """
+        deadline = time.monotonic() + timeout_s
+        delay = RECEIPT_POLL_S
+        token = pinned_server.set(None)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    async with asyncio.timeout(remaining):
+                        return await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                except TimeoutError:
+                    return None
+                except TransactionNotFound:
+                    pass  # not mined yet
+                except OffloadError as exc:
+                    if exc.status < 500:
+                        raise
+                    # Every node failing now: one may answer by the deadline.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, RECEIPT_POLL_MAX_S)
+        finally:
+            pinned_server.reset(token)
+
+    async def summary_from(self, tx_hash: str, server: str) -> dict[str, Any] | None:
+        """The receipt summary of ``tx_hash`` as ``server`` has it; None if it has none (or fails)."""
+        token = pinned_server.set(server)
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            return self.summarize(receipt)
+        except (OffloadError, Web3Exception, ValueError, TypeError, KeyError):
+            return None
+        finally:
+            pinned_server.reset(token)
+
+    async def outcome(self, tx_hash: str) -> dict[str, Any]:
+        """What the pool's nodes show of ``tx_hash`` now: mined (with its receipt), pending, or unknown."""
+        tx_hash = tx_hash.lower()
+        record = self.outcomes.get(tx_hash)
+        now = self.outcomes.clock()
+        if record is not None and (record.state is TxState.MINED or record.looking(now)):
+            return record.describe(now)  # the background lookups keep it current
+        sighting = await self.outcomes.lookup(tx_hash)
+        if record is not None:
+            await self.outcomes.update(record, sighting)
+            return record.describe(now)
+        described: dict[str, Any] = {"tx_hash": tx_hash, "state": str(sighting.state), "looking": False}
+        described["server"] = sighting.server
+        if sighting.state is TxState.MINED and sighting.server is not None:
+            summary = await self.summary_from(tx_hash, sighting.server)
+            if summary is None:
+                described["state"] = str(TxState.PENDING)
+            else:
+                described["receipt"] = summary
+        return described
 
     async def replay_reason(self, call: dict[str, Any], block: int) -> str:
         """Why a mined transaction failed, by replaying it as a call on its parent block."""
@@ -216,8 +400,8 @@ class ContractService:
             await self.w3.eth.call(call, max(block - 1, 0))
         except ContractLogicError as exc:
             return revert_reason(exc) or "no reason given"
-        except Web3Exception:
-            pass
+        except (Web3Exception, OffloadError):
+            pass  # the answer carries the receipt and its hash all the same
         return "unknown reason"
 
     async def chain_id(self) -> int:
@@ -231,26 +415,74 @@ class ContractService:
             self._gas_price = (now, await web3_errors_as_http(lambda: self.w3.eth.gas_price, "eth_gasPrice"))
         return self._gas_price[1]
 
-    async def send_raw_transaction(self, raw: bytes) -> str:
-        """Send once; if the node fails, look the hash up elsewhere before sending again."""
+    async def send_raw_transaction(self, raw: bytes, context: WriteContext | None = None) -> Handed:
+        """Hand ``raw`` to a node: its hash, and whether a node is known to have it.
+
+        Raises :class:`TransactionRefused` when a node refused it and no node has it, and a
+        plain :class:`OffloadError` only when the bytes provably reached no node. A
+        transaction whose outcome is unknown is looked for in the background.
+        """
         tx_hash = "0x" + keccak(raw).hex()
-        body = rpc_payload(RAW_TRANSACTION_METHOD, ["0x" + raw.hex()])
         try:
-            response, _ = await self.sender.send(body, idempotent=False)
-        except OffloadError as exc:
-            if exc.status not in RETRYABLE_STATUSES or exc.server is None:
-                raise
-            # The node may have taken it before failing: never send twice blindly.
-            found = await self.sender.call("eth_getTransactionByHash", [tx_hash], exclude={exc.server})
-            if isinstance(found, dict) and found.get("result"):
-                return tx_hash
-            response, _ = await self.sender.send(body, idempotent=False, exclude={exc.server})
+            handed = await self._hand_over(raw, tx_hash)
+        except asyncio.CancelledError:
+            # The caller went away mid-send: a node may have it all the same.
+            self.outcomes.watch(tx_hash, TxState.UNKNOWN, context=context)
+            raise
+        if not handed.confirmed:
+            self.outcomes.watch(tx_hash, TxState.UNKNOWN, server=handed.server, context=context)
+        return handed
+
+    async def _hand_over(self, raw: bytes, tx_hash: str) -> Handed:
+        """Send once; if the node fails, look the hash up on every other node before sending again."""
+        body = rpc_payload(RAW_TRANSACTION_METHOD, ["0x" + raw.hex()])
+        tried: set[str] = set()
+        # The last failure after which a node may have the transaction (None: provably none has).
+        maybe_taken: OffloadError | None = None
+        last: OffloadError | None = None
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                response, server = await self.sender.send(body, idempotent=False, exclude=tried)
+            except OffloadError as exc:
+                if exc.server is None or exc.status not in RETRYABLE_STATUSES:
+                    last = last if maybe_taken is not None else exc
+                    break  # no node to try (none left, or the pin names one not in the pool)
+                tried.add(exc.server)
+                last = exc
+                if not _never_arrived(exc):
+                    maybe_taken = exc
+                    # The node may have passed it on before failing: never send twice blindly.
+                    sighting = await self.outcomes.lookup(tx_hash, exclude=tried)
+                    if sighting.found:
+                        return Handed(tx_hash, True, sighting.server)
+                if pinned_server.get() is not None:
+                    break  # the caller named the node that failed: no other may take it
+                continue
+            return await self._answered(tx_hash, response, server, maybe_taken)
+        if maybe_taken is None:
+            assert last is not None
+            raise last
+        return Handed(tx_hash, False, maybe_taken.server, _failed(maybe_taken))
+
+    async def _answered(self, tx_hash: str, response: Any, server: str, maybe_taken: OffloadError | None) -> Handed:
+        """What a node's answer to eth_sendRawTransaction means for ``tx_hash``."""
         error = response.get("error") if isinstance(response, dict) else None
-        if error:
-            message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-            if "already known" in message.lower() or "known transaction" in message.lower():
-                return tx_hash  # our earlier send did arrive: same bytes, same hash
-            # A transaction over a gas limit is the caller's to change; anything else is the node's refusal.
-            status = 422 if _gas_refusal(message) else 502
-            raise OffloadError(status, f"the node refused the transaction: {message}", details={"rpc_error": error})
-        return tx_hash
+        if isinstance(response, dict) and error is None and "result" in response:
+            return Handed(tx_hash, True, server)
+        if not isinstance(error, dict) or _may_be_known(error):
+            # "already known", "nonce too low" (it was mined), or an answer that is no JSON-RPC at
+            # all: only a lookup of the hash tells whether a node has it.
+            sighting = await self.outcomes.lookup(tx_hash)
+            if sighting.found:
+                return Handed(tx_hash, True, sighting.server)
+        if maybe_taken is not None:
+            # An earlier node may still pass it on: this refusal says nothing about that one.
+            return Handed(tx_hash, False, maybe_taken.server, _failed(maybe_taken))
+        if not isinstance(error, dict):
+            return Handed(tx_hash, False, server, f"node {server!r} answered without a result: {str(response)[:200]}")
+        message = str(error.get("message", error))
+        # A transaction over a gas limit is the caller's to change; anything else is the node's refusal.
+        status = 422 if _gas_refusal(message) else 502
+        raise TransactionRefused(
+            status, f"the node refused the transaction: {message}", rpc_error=error, tx_hash=tx_hash, server=server
+        )
