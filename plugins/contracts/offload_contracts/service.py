@@ -177,6 +177,7 @@ def _never_arrived(exc: OffloadError) -> bool:
 
 
 def _failed(failure: OffloadError) -> str:
+    """Why an outcome is unknown: the node that failed after taking the transaction, and how."""
     return f"node {failure.server!r} failed: {failure.message}"
 
 
