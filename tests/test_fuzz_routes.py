@@ -797,11 +797,11 @@ def requests_for(route: RouteUnderTest, vocab: Vocabulary) -> st.SearchStrategy[
 def plain_requests(route: RouteUnderTest, vocab: Vocabulary) -> list[FuzzRequest]:
     """The route's simplest well-formed requests, always sent first: each route must answer 2xx to one of them.
 
-    Path parameters are a parameterless view's contract and method, or 1; the query is empty or names that
-    view; a POST carries ``{}`` or a JSON-RPC ``eth_blockNumber``.
+    Path parameters are a parameterless view's contract and method, a transaction hash, or 1; the query is
+    empty or names that view; a POST carries ``{}`` or a JSON-RPC ``eth_blockNumber``.
     """
     contract, method = vocab.plain_call
-    plain = {"contract": contract, "method": method}
+    plain = {"contract": contract, "method": method, "tx_hash": "0x" + "00" * 32}
     path = route.fill([plain.get(name, "1") for name in route.params])
     targets = [path, f"{path}?contractID={contract}&operation={method}"]
     if route.method != "POST":

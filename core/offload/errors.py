@@ -14,8 +14,12 @@ class OffloadError(Exception):
 
     ``status`` follows whose fault it is: 400/404/422 for the caller's mistake,
     502 (unreachable or failing upstream), 503 (no server available) and 504
-    (upstream timeout) for an upstream's.
+    (upstream timeout) for an upstream's. ``never_arrived`` is True when the
+    request provably reached no server (no connection could be opened): a
+    write that failed so was not applied anywhere.
     """
+
+    never_arrived: bool = False
 
     def __init__(
         self,

@@ -24,12 +24,10 @@ ERROR_BODY_EXCERPT = 200
 class AttemptFailed(OffloadError):
     """An attempt failed in a way another server might not (refused, timed out, 5xx).
 
-    ``never_arrived`` marks a connection that could not even be opened: the
-    task provably reached no server, so trying elsewhere costs no upstream
-    anything and needs no retry-budget slot.
+    ``never_arrived`` (see :class:`OffloadError`) marks a connection that could
+    not even be opened: trying elsewhere costs no upstream anything and spends
+    no retry budget.
     """
-
-    never_arrived: bool = False
 
 
 async def send_once(

@@ -171,11 +171,6 @@ def _may_be_known(error: Any) -> bool:
     return isinstance(code, int) and not isinstance(code, bool) and code in SERVER_ERROR_CODES
 
 
-def _never_arrived(exc: OffloadError) -> bool:
-    """The engine could not even connect: the bytes provably reached no node."""
-    return bool(getattr(exc, "never_arrived", False))
-
-
 def _failed(failure: OffloadError) -> str:
     """Why an outcome is unknown: the node that failed after taking the transaction, and how."""
     return f"node {failure.server!r} failed: {failure.message}"
@@ -450,7 +445,7 @@ class ContractService:
                     break  # no node to try (none left, or the pin names one not in the pool)
                 tried.add(exc.server)
                 last = exc
-                if not _never_arrived(exc):
+                if not exc.never_arrived:
                     maybe_taken = exc
                     # The node may have passed it on before failing: never send twice blindly.
                     sighting = await self.outcomes.lookup(tx_hash, exclude=tried)
