@@ -25,14 +25,16 @@ class AlwaysFirst:
 
 
 @asynccontextmanager
-async def engine_for(servers: list[tuple[str, str]], **config: object) -> AsyncIterator[Engine]:
+async def engine_for(
+    servers: list[tuple[str, str]], *, upstream_client: str = "native", **config: object
+) -> AsyncIterator[Engine]:
     """A started engine with one pool ``p`` of ``servers`` ((name, url) pairs); probes only at start."""
     registry = Registry()
     specs = tuple(ServerSpec(name, url) for name, url in servers)
     registry.add_pool(PoolConfig(name="p", servers=specs, **config))  # type: ignore[arg-type]
     engine = Engine(
         registry,
-        GatewaySettings(probe_interval_s=3600, probe_timeout_s=1.0),
+        GatewaySettings(probe_interval_s=3600, probe_timeout_s=1.0, upstream_client=upstream_client),
         policies={"always_first": AlwaysFirst},
         rng=random.Random(1),
     )

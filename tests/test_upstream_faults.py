@@ -215,3 +215,46 @@ async def test_a_slow_server_that_answers_its_health_check_keeps_its_requests(ed
         state = engine.registry.pool("p").find("slow")
     assert (result.server, result.data) == ("slow", "9.0") and result.time > 1.0
     assert state.available and engine.stall_watch.abandoned_total == 0
+
+
+@pytest.mark.parametrize("upstream_client", ["native", "aiohttp"])
+async def test_a_task_that_cannot_be_one_request_is_a_400_and_costs_no_server_anything(
+    upstream_client: str, edge: EdgeFactory
+) -> None:
+    only = await edge("only")
+    async with engine_for([("only", only.url)], policy="always_first", upstream_client=upstream_client) as engine:
+        bad_tasks = [
+            Task("/hello", method="GET /admin HTTP/1.1\r\nHost: x\r\n\r\nGET"),
+            Task("/hello", headers={"Transfer-Encoding ": "chunked"}),
+            Task("/hello", headers={"X-Note": "one\r\nX-Injected: two"}),
+        ]
+        for task in bad_tasks:
+            with pytest.raises(OffloadError) as refused:
+                await engine.offload("p", task)
+            assert refused.value.status == 400 and "the task cannot be sent" in refused.value.message
+        state = engine.registry.pool("p").find("only")
+        assert (state.failures, state.breaker.consecutive_failures) == (0, 0)
+        assert (await engine.offload("p", Task("/hello"))).data == "world"
+
+
+async def test_an_answer_the_gateway_refuses_is_retried_on_another_server(edge: EdgeFactory) -> None:
+    backup = await edge("backup")
+
+    async def switching_protocols(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(switching_protocols, "127.0.0.1", 0)
+    rogue_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with engine_for([("rogue", rogue_url), ("backup", backup.url)], policy="always_first") as engine:
+            engine.registry.pool("p").find("rogue").probe_ok = True  # its /health is no better
+            result = await engine.offload("p", Task("/hello"))
+            rogue = engine.registry.pool("p").find("rogue")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (result.server, result.data) == ("backup", "world")
+    assert "answer refused" in (rogue.last_error or "") and "101" in (rogue.last_error or "")

@@ -152,11 +152,15 @@ class Engine:
             # Fewer headers to build and send on every call; edges need none of them.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
-        max_body = self.gateway.max_response_bytes
-        fallback = AiohttpUpstream(self._session, max_body=max_body)
+        max_body, max_header_bytes = self.gateway.max_response_bytes, self.gateway.max_response_header_bytes
+        fallback = AiohttpUpstream(self._session, max_body=max_body, max_header_bytes=max_header_bytes)
         if self.gateway.upstream_client == "native":
             self._client = NativeHttpClient(
-                fallback, limit=self.gateway.max_connections, keepalive_s=KEEPALIVE_S, max_body=max_body
+                fallback,
+                limit=self.gateway.max_connections,
+                keepalive_s=KEEPALIVE_S,
+                max_body=max_body,
+                max_header_bytes=max_header_bytes,
             )
         else:
             self._client = fallback

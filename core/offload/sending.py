@@ -15,7 +15,7 @@ from . import safe_json
 from .errors import OffloadError
 from .registry import Pool, Server
 from .tasks import Task
-from .upstream import UpstreamClient, UpstreamUnreachable
+from .upstream import InvalidRequest, UpstreamAnswerRefused, UpstreamClient, UpstreamUnreachable
 
 # Bytes of an upstream's error body quoted back to the caller.
 ERROR_BODY_EXCERPT = 200
@@ -56,6 +56,15 @@ async def send_once(
         target.record_failure(reason, may_open=pool.may_eject(target))
         message = f"{described(target)} did not answer within {duration(timeout_s)}"
         raise AttemptFailed(504, message, server=target.name) from None
+    except InvalidRequest as exc:
+        # Nothing was sent, and no server would take it: the task itself is wrong.
+        target.breaker.trial_in_flight = False
+        raise OffloadError(400, f"the task cannot be sent: {exc}") from None
+    except UpstreamAnswerRefused as exc:
+        # It answered, but nothing we may pass on (too large, not HTTP, a 101): a failure, not proof of death.
+        reason = f"answer refused: {exc}"
+        target.record_failure(reason, may_open=pool.may_eject(target))
+        raise AttemptFailed(502, f"{described(target)}: {reason}", server=target.name) from None
     except UpstreamUnreachable as exc:
         reason = f"unreachable: {exc}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.

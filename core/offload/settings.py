@@ -48,6 +48,7 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "max_client_connections": 512,
     # Limit on upstreams: the largest answer read from an edge or node.
     "max_response_bytes": 16_777_216,
+    "max_response_header_bytes": 65_536,
     # Where servers advertised by edges (not the operator's own) may be: IP networks and ports.
     "advertised_networks": list(DEFAULT_NETWORKS),
     "advertised_ports": list(DEFAULT_PORTS),
@@ -107,6 +108,7 @@ class GatewaySettings:
     keep_alive_timeout_s: float = GATEWAY_DEFAULTS["keep_alive_timeout_s"]
     max_client_connections: int = GATEWAY_DEFAULTS["max_client_connections"]
     max_response_bytes: int = GATEWAY_DEFAULTS["max_response_bytes"]
+    max_response_header_bytes: int = GATEWAY_DEFAULTS["max_response_header_bytes"]
     advertised_networks: tuple[str, ...] = DEFAULT_NETWORKS
     advertised_ports: tuple[str, ...] = DEFAULT_PORTS
 
@@ -262,6 +264,7 @@ def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> Gateway
         keep_alive_timeout_s=reader.positive_number("keep_alive_timeout_s"),
         max_client_connections=reader.integer("max_client_connections", 1, 1_000_000),
         max_response_bytes=reader.integer("max_response_bytes", 1024, 1 << 31),
+        max_response_header_bytes=reader.integer("max_response_header_bytes", 1024, 1 << 24),
         advertised_networks=reader.checked_list("advertised_networks", parse_networks, "a list of networks"),
         advertised_ports=reader.checked_list("advertised_ports", parse_ports, "a list of ports or port ranges"),
     )
