@@ -17,6 +17,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 
+from offload.bench.client import render, run_rounds, summarize
 from offload.native_http import PLAIN_MESSAGES_KEPT, NativeHttpClient
 from offload.pytest_plugin import ServerFactory
 from offload.tasks import Task
@@ -310,3 +311,14 @@ async def test_an_answer_larger_than_the_limit_is_refused(raw_server, framing: s
         upstream = NativeHttpClient(roomy, max_body=len(body)) if which == "native" else roomy
         assert (await upstream.request(base, Task("/"), TIMEOUT_S)).body == body
         await upstream.close()
+
+
+async def test_the_client_benchmark_measures_each_client_against_its_own_server() -> None:
+    runs = await run_rounds(requests=300, rounds=2, only=["native", "aiohttp"])
+    assert {name: len(results) for name, results in runs.items()} == {"native": 2, "aiohttp": 2}
+    assert all(run.requests == 300 and run.cpu_us > 0 and run.rps > 0 for results in runs.values() for run in results)
+    rows = summarize(runs)
+    assert rows["native"]["cpu_vs_native"] == 1.0
+    assert rows["aiohttp"]["cpu_us_worst"] >= rows["aiohttp"]["cpu_us_median"]
+    table = render({"requests": 300, "concurrency": 16, "rounds": 2, "loop": "asyncio", "clients": rows})
+    assert "native" in table and "aiohttp" in table

@@ -166,7 +166,7 @@ async def test_bytes_arriving_while_idle_close_the_connection(
 ) -> None:
     # Native only: aiohttp keeps such bytes and hands them to the next request as its answer.
     seen = Seen()
-    junk_ready, junk_sent = asyncio.Event(), asyncio.Event()
+    junk_ready, hung_up = asyncio.Event(), asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
         while (head := await next_request(reader)) is not None:
@@ -177,17 +177,19 @@ async def test_bytes_arriving_while_idle_close_the_connection(
                 await junk_ready.wait()
                 writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
-                junk_sent.set()
+                if await reader.read(1) == b"":
+                    hung_up.set()  # the client closed the connection on its own
+                return
 
     base = await raw_server(handler)
     client = await upstreams("native")
     assert isinstance(client, NativeHttpClient)
     assert (await client.request(base, Task("/first"), TIMEOUT_S)).body == b"hello"
-    junk_ready.set()  # only now, with the answer delivered and the connection idle
-    await junk_sent.wait()
     idle = [exchange for pool in client._idle.values() for exchange in pool]
-    assert len(idle) == 1
-    await eventually(lambda: idle[0].closed, "the idle connection was closed")
+    assert len(idle) == 1 and not idle[0].closed
+    junk_ready.set()  # only now, with the answer delivered and the connection idle
+    await asyncio.wait_for(hung_up.wait(), TIMEOUT_S)
+    assert idle[0].closed
     second = await client.request(base, Task("/second"), TIMEOUT_S)
     assert (second.status, second.body) == (200, b"fresh")
     assert seen.requests == {0: [b"GET /first HTTP/1.1"], 1: [b"GET /second HTTP/1.1"]}

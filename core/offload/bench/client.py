@@ -252,8 +252,15 @@ async def run_rounds(requests: int, rounds: int, only: list[str] | None = None) 
     async with fixed_answer_server() as base:
         for round_index, order in enumerate(rotations(names, rounds)):
             for name in order:
+                if name not in runs:
+                    continue
                 print(f"\r  round {round_index + 1}/{rounds}: {name:<10} ...", end="", file=sys.stderr)
-                runs[name].append(await measure_client(name, available[name], base, requests))
+                try:
+                    runs[name].append(await measure_client(name, available[name], base, requests))
+                except TimeoutError:
+                    # One contender too slow for the bound must not cost the others their figures.
+                    print(f"\n  {name}: over {RUN_LIMIT_S:g} s for one run; left out", file=sys.stderr)
+                    del runs[name]
     print(file=sys.stderr)
     return runs
 
@@ -293,9 +300,12 @@ def render(figures: dict[str, Any]) -> str:
             f"{name:<10} {row['cpu_us_median']:>10.1f} {row['cpu_us_worst']:>7.1f} {row['rps_median']:>10,.0f} "
             f"{row['rps_worst']:>8,.0f} {row['cpu_vs_native'] or 0:>12.2f}x {row['rps_vs_native'] or 0:>14.2f}x"
         )
-    missing = [name for name in ("httpx", "pyreqwest") if name not in figures["clients"]]
+    missing = [name for name in contenders() if name not in figures["clients"]]
     if missing:
-        lines += ["", f"not installed, not measured: {', '.join(missing)}"]
+        lines += ["", f"not measured (left out, or over {RUN_LIMIT_S:g} s for one run): {', '.join(missing)}"]
+    absent = [name for name in ("httpx", "pyreqwest") if not importable(name)]
+    if absent:
+        lines += [f"not installed: {', '.join(absent)}"]
     if figures.get("note"):
         lines += ["", figures["note"]]
     return "\n".join(lines)
