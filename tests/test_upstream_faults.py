@@ -116,6 +116,30 @@ async def start_gateway_over(gateway: GatewayFactory, edge: EdgeFactory, victim_
     return await gateway(document)
 
 
+async def strike_under_load(
+    gw: Gateway, clients: int, warm_up: int, strike: Callable[[], None], settle: int
+) -> tuple[Load, float, dict[str, object]]:
+    """Closed-loop load; once the victim answered ``warm_up`` requests and holds some, ``strike`` it.
+
+    Returns the load, when the strike came, and the victim's state once every request caught by
+    the strike has ended and ``settle`` more were sent (all bounded in time).
+    """
+    load = Load(gw, clients=clients)
+    running = asyncio.create_task(load.run())
+    try:
+        await until(lambda: load.answered_by("victim") >= warm_up, 20, "the victim to take traffic")
+        while not (await server_state(gw, "victim"))["inflight"]:
+            await asyncio.sleep(0)
+        strike()
+        struck_at = time.perf_counter()
+        await until(lambda: load.settled_since(struck_at, settle), 15, "the requests caught by the strike to end")
+        victim_state = await server_state(gw, "victim")
+    finally:
+        load.stopping.set()
+        await running
+    return load, struck_at, victim_state
+
+
 @pytest.mark.parametrize("policy", ["min_latency", "p2c_ewma"])
 async def test_requests_on_a_hung_edge_move_to_others_within_seconds(
     policy: str, edge: EdgeFactory, gateway: GatewayFactory, edge_process: tuple[ProcessGroup, EdgeProcessFactory]
@@ -123,24 +147,10 @@ async def test_requests_on_a_hung_edge_move_to_others_within_seconds(
     group, start_edge_process = edge_process
     victim, victim_url = await start_edge_process("victim")
     gw = await start_gateway_over(gateway, edge, victim_url, policy=policy, timeout_s=10.0)
-    load = Load(gw, clients=40)
-    running = asyncio.create_task(load.run())
-    try:
-        await until(lambda: load.answered_by("victim") >= 50, 20, "the victim to take traffic")
-        while not (await server_state(gw, "victim"))["inflight"]:
-            await asyncio.sleep(0)
-        group.pause(victim)
-        stopped_at = time.perf_counter()
-        # Bounded: the requests caught there must have finished, and the others kept flowing.
-        await until(lambda: load.settled_since(stopped_at, 400), 15, "the requests caught by the stop to end")
-        in_flight_then = [end - stopped_at for start, end, *_ in load.outcomes if start < stopped_at < end]
-        victim_state = await server_state(gw, "victim")
-    finally:
-        load.stopping.set()
-        await running
-        group.resume(victim)
+    load, stopped_at, victim_state = await strike_under_load(gw, 40, 50, lambda: group.pause(victim), 400)
     assert load.failures() == []
     # They were moved, not left to the 10 s timeout: the watch saw silence (0.5 s) and a failed check (1 s).
+    in_flight_then = [end - stopped_at for start, end, *_ in load.outcomes if start < stopped_at < end]
     assert in_flight_then and max(in_flight_then) < 4.0
     assert victim_state["available"] is False
     _, body, _ = await gw.get_json("/servers")
@@ -154,20 +164,9 @@ async def test_a_killed_edge_fails_no_request(
     group, start_edge_process = edge_process
     victim, victim_url = await start_edge_process("victim")
     gw = await start_gateway_over(gateway, edge, victim_url)
-    load = Load(gw, clients=clients)
-    running = asyncio.create_task(load.run())
-    try:
-        await until(lambda: load.answered_by("victim") >= 200, 20, "the victim to take traffic")
-        while not (await server_state(gw, "victim"))["inflight"]:
-            await asyncio.sleep(0)
-        group.kill(victim)
-        killed_at = time.perf_counter()
-        await until(lambda: load.settled_since(killed_at, 300), 15, "the requests caught by the kill to end")
-    finally:
-        load.stopping.set()
-        await running
+    load, _, victim_state = await strike_under_load(gw, clients, 200, lambda: group.kill(victim), 300)
     assert load.failures() == []
-    assert (await server_state(gw, "victim"))["available"] is False
+    assert victim_state["available"] is False
 
 
 async def hung_server(received: list[bytes]) -> asyncio.Server:
