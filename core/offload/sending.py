@@ -85,6 +85,8 @@ async def send_once(
         target.inflight -= 1
         if attempt is not None:
             target.attempts.running.discard(attempt)
+            # Abandoned, yet the cancellation never reached here (a client swallowed it): do not keep the task.
+            target.attempts.abandoned.discard(attempt)
     finished = time.perf_counter()
     target.last_progress = finished
     status = reply.status
