@@ -165,6 +165,7 @@ async def test_servers_and_plugins_routes_show_live_state(edge: EdgeFactory, gat
         "hedges": 0,
         "hedges_won": 0,
         "fail_open": 0,
+        "moved_off_hung_servers": 0,
     }
     by_name = {server["name"]: server for server in pool["servers"]}
     assert by_name["local"]["requests"] == 1 and by_name["local"]["local"] is True

@@ -55,7 +55,7 @@ async def test_a_quiet_server_whose_check_fails_loses_its_attempts() -> None:
     await settle(watch)
     assert probe.calls == [("hung", 1.0)]
     assert attempt.cancelling() == 1 and hung.attempts.was_abandoned(attempt)
-    assert "answered nothing for 0.6 s" in hung.attempts.reason and watch.abandoned_total == 1
+    assert "answered nothing for 0.6 s" in hung.attempts.reason and watch.moved == {"p": 1}
 
 
 async def test_a_slow_server_that_answers_its_check_keeps_its_attempts() -> None:
@@ -81,7 +81,7 @@ async def test_attempts_stay_when_no_other_server_could_take_them() -> None:
     watch = StallWatch(registry, AnsweredProbe(ok=False), probe_timeout_s=1.0)
     watch.look(now=only.last_progress + 1.0)
     await settle(watch)
-    assert attempt.cancelling() == 0 and watch.abandoned_total == 0
+    assert attempt.cancelling() == 0 and watch.moved == {}
     attempt.cancel()
 
 

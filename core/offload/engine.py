@@ -63,6 +63,7 @@ class PoolCounters:
     hedges: int = 0
     hedges_won: int = 0
     fail_open: int = 0
+    moved_off_hung_servers: int = 0
 
 
 @dataclass
@@ -236,9 +237,10 @@ class Engine:
         return self.runtime[pool_name].meter.count()
 
     def counters(self, pool_name: str) -> dict[str, int]:
-        """Retries, hedges and fail-open decisions so far."""
+        """Retries, hedges, fail-open decisions and requests moved off hung servers so far."""
         runtime = self.runtime[pool_name]
         runtime.counters.retries_refused_by_budget = runtime.budget.refused
+        runtime.counters.moved_off_hung_servers = self.stall_watch.moved.get(pool_name, 0)
         return asdict(runtime.counters)
 
     def choose(self, pool: Pool, requested: str | None = None, exclude: Collection[str] = ()) -> Server:

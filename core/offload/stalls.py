@@ -49,7 +49,8 @@ class StallWatch:
         self.probe = probe
         self.probe_timeout_s = probe_timeout_s
         self.checking: set[Server] = set()
-        self.abandoned_total = 0
+        # Attempts moved off hung servers, per pool (shown by GET /servers).
+        self.moved: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -112,4 +113,5 @@ class StallWatch:
     def abandon(self, pool: Pool, server: Server, reason: str) -> None:
         """Fail the server's movable in-flight attempts with ``reason``, if another server could take them."""
         if any(other.available for other in pool.servers if other is not server):
-            self.abandoned_total += server.attempts.abandon_all(reason)
+            moved = server.attempts.abandon_all(reason)
+            self.moved[pool.name] = self.moved.get(pool.name, 0) + moved
