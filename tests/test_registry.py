@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from offload.addresses import normalize_url
 from offload.breaker import HALF_OPEN, OPEN
-from offload.pool_config import PoolConfig
+from offload.pool_config import PLUGIN_CORE_DEFAULTS, PoolConfig, pool_config_from_options
 from offload.registry import Pool, Registry
 from offload.settings import ServerSpec
 
@@ -115,3 +117,9 @@ def test_registry_refuses_a_pool_defined_twice() -> None:
     registry.add_pool(PoolConfig(name="p"))
     with pytest.raises(ValueError, match="defined twice"):
         registry.add_pool(PoolConfig(name="p"))
+
+
+def test_the_core_plugin_options_are_poolconfigs_fields_with_its_defaults() -> None:
+    assert set(PLUGIN_CORE_DEFAULTS) == {"enabled", "prefix"} | {f.name for f in fields(PoolConfig)} - {"name"}
+    # Read back through the option reader, the defaults make exactly the default PoolConfig.
+    assert pool_config_from_options("p", "[plugins.p]", PLUGIN_CORE_DEFAULTS) == PoolConfig(name="p")

@@ -20,12 +20,12 @@ from .errors import ConfigError
 from .health import ProbeResult, probe_server
 from .plugins import call_for_plugin, installed_plugins, load_enabled_plugins, new_plugin_manager
 from .policies import BUILTIN_POLICIES, PolicyFactory
-from .pool_config import PoolConfig, pool_config_from_options
+from .pool_config import PLUGIN_CORE_DEFAULTS, PoolConfig, pool_config_from_options
 from .registry import Registry, Server
 from .responses import JsonErrorHandler
 from .routing import RouteClaims, blueprint_routes, join_path
 from .security import READ, AccessGuard, install_access_guard, load_api_token
-from .settings import PLUGIN_CORE_DEFAULTS, Settings
+from .settings import Settings
 from .throughput import CounterStorage, shared_storage
 
 CORE_OWNER = "offload (built-in)"

@@ -38,9 +38,10 @@ def offload_default_settings() -> dict[str, Any]:  # type: ignore[empty-body]
 
     Called once at startup, before anything else of the plugin. The user's
     ``[plugins.NAME]`` table is merged over these defaults. Besides its own keys
-    a plugin may set defaults for the keys the core understands (``prefix``,
-    ``servers``, ``servers_url``, ``policy``, ``consider_throughput``,
-    ``expected_throughput``, ``window_s``, ``timeout_s``, ``default_port``).
+    a plugin may set defaults for the keys the core understands: ``enabled``,
+    ``prefix`` and every field of :class:`~offload.pool_config.PoolConfig`
+    (``servers``, ``policy``, ``timeout_s``, ``retries``, ``hedge``, ...; the
+    full list with defaults is ``offload.pool_config.PLUGIN_CORE_DEFAULTS``).
     A key in the user's table that is neither is a startup error, so typos
     are caught rather than silently ignored.
     """

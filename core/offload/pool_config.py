@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+from .addresses import DEFAULT_EDGE_PORT
 from .settings import OptionReader, ServerSpec
+
+POLICY_DEFAULT = "p2c_ewma"
 
 
 @dataclass(frozen=True)
@@ -17,13 +20,13 @@ class PoolConfig:
     servers: tuple[ServerSpec, ...] = ()
     # Fetched at startup, answering {"data": [addresses]} (the original /getserverlists).
     servers_url: str | None = None
-    policy: str = "p2c_ewma"
+    policy: str = POLICY_DEFAULT
     # The original rule: run locally while the local throughput <= expected_throughput.
     consider_throughput: bool = False
     expected_throughput: int = 25
     window_s: float = 1.0
     timeout_s: float = 10.0
-    default_port: int = 5000
+    default_port: int = DEFAULT_EDGE_PORT
     # Skip servers whose probed height is more than this behind the pool's best (0: off).
     max_lag: int = 0
     # Peak-EWMA decay time (Finagle's tau).
@@ -50,6 +53,27 @@ class PoolConfig:
     # A server with requests in flight that answers nothing for stall_after_s is health-checked;
     # if the check fails too, its retryable requests move to other servers (0: off).
     stall_after_s: float = 0.5
+
+
+# How a PoolConfig default is written in a plugins.toml table, where it differs (TOML has no None).
+_TOML_DEFAULTS: dict[str, Any] = {"servers": [], "servers_url": ""}
+
+
+def core_plugin_defaults() -> dict[str, Any]:
+    """Every option the core understands in a ``[plugins.NAME]`` table, with its default.
+
+    ``enabled`` and ``prefix``, then :class:`PoolConfig`'s fields: the defaults are
+    written once, on the dataclass, and read from it here.
+    """
+    defaults: dict[str, Any] = {"enabled": True, "prefix": ""}
+    for option in fields(PoolConfig):
+        if option.name != "name":
+            defaults[option.name] = _TOML_DEFAULTS.get(option.name, option.default)
+    return defaults
+
+
+# Merged under every plugin's own defaults and the user's table (see offload.app.plugin_context).
+PLUGIN_CORE_DEFAULTS = core_plugin_defaults()
 
 
 def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) -> PoolConfig:

@@ -12,7 +12,7 @@ Layout of the file::
     servers = [{ name = "local", url = "http://127.0.0.1:5000", local = true }]
 
 Everything under ``[plugins.NAME]`` is that plugin's options: the keys the
-core understands (``POOL_KEYS`` below, ``enabled``, ``prefix``) plus the keys the
+core understands (``offload.pool_config.PLUGIN_CORE_DEFAULTS``) plus the keys the
 plugin declares through its ``offload_default_settings`` hook.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .addresses import DEFAULT_EDGE_PORT, normalize_url
+from .addresses import normalize_url
 from .advertised import DEFAULT_NETWORKS, DEFAULT_PORTS, parse_networks, parse_ports
 from .errors import ConfigError
 
@@ -55,36 +55,6 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
 }
 # The clients tasks can be sent with (see offload.upstream).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
-
-POLICY_DEFAULT = "p2c_ewma"
-
-# Options every plugin table may carry, understood by the core.
-PLUGIN_CORE_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "prefix": "",
-    "servers": [],
-    "servers_url": "",
-    "policy": POLICY_DEFAULT,
-    "consider_throughput": False,
-    "expected_throughput": 25,
-    "window_s": 1.0,
-    "timeout_s": 10.0,
-    "default_port": DEFAULT_EDGE_PORT,
-    "max_lag": 0,
-    "decay_s": 10.0,
-    "eject_after": 5,
-    "eject_base_s": 30.0,
-    "eject_max_s": 300.0,
-    "max_ejected_ratio": 0.5,
-    "retries": 1,
-    "retry_budget": 0.2,
-    "retry_min_per_s": 10.0,
-    "retry_window_s": 10.0,
-    "hedge": False,
-    "hedge_after_ms": 0.0,
-    "stall_after_s": 0.5,
-}
-
 
 @dataclass(frozen=True)
 class GatewaySettings:

@@ -31,8 +31,8 @@ from typing import Any
 import aiohttp
 
 from ..errors import ConfigError
+from ..pool_config import POLICY_DEFAULT
 from ..processes import StartupError
-from ..settings import POLICY_DEFAULT
 from ..stats import percentile
 from .load import SERVER_HEADER
 from .scenarios import Scenario, gateway_counters
