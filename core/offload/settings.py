@@ -56,6 +56,7 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
 # The clients tasks can be sent with (see offload.upstream).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
 
+
 @dataclass(frozen=True)
 class GatewaySettings:
     """The gateway's own settings (``[gateway]`` table)."""
