@@ -123,3 +123,12 @@ def test_the_core_plugin_options_are_poolconfigs_fields_with_its_defaults() -> N
     assert set(PLUGIN_CORE_DEFAULTS) == {"enabled", "prefix"} | {f.name for f in fields(PoolConfig)} - {"name"}
     # Read back through the option reader, the defaults make exactly the default PoolConfig.
     assert pool_config_from_options("p", "[plugins.p]", PLUGIN_CORE_DEFAULTS) == PoolConfig(name="p")
+
+
+def test_a_failure_costs_the_failure_penalty_or_else_the_timeout() -> None:
+    spec = ServerSpec("a", "127.0.0.1:5000")
+    own = Pool(PoolConfig(name="p", servers=(spec,), timeout_s=10.0, failure_penalty_s=2.5)).servers[0]
+    default = Pool(PoolConfig(name="p", servers=(spec,), timeout_s=4.0)).servers[0]
+    for server in (own, default):
+        server.record_failure("HTTP 500", may_open=False)
+    assert (own.cost.estimate_s, default.cost.estimate_s) == (2.5, 4.0)

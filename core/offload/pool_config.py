@@ -31,6 +31,9 @@ class PoolConfig:
     max_lag: int = 0
     # Peak-EWMA decay time (Finagle's tau).
     decay_s: float = 10.0
+    # What one failure adds to a server's peak-EWMA cost, so a server that fails fast never looks
+    # fast (Linkerd's lesson); 0: the pool's timeout_s, what a failure may cost a caller.
+    failure_penalty_s: float = 0.0
     # Passive ejection: open a server's circuit after this many consecutive failures,
     # for eject_base_s x times ejected (at most eject_max_s), never ejecting more
     # than max_ejected_ratio of the pool.
@@ -98,6 +101,7 @@ def pool_config_from_options(name: str, where: str, options: Mapping[str, Any]) 
         default_port=default_port,
         max_lag=reader.integer("max_lag", 0),
         decay_s=reader.positive_number("decay_s"),
+        failure_penalty_s=reader.non_negative_number("failure_penalty_s"),
         eject_after=reader.integer("eject_after", 1),
         eject_base_s=reader.positive_number("eject_base_s"),
         eject_max_s=reader.positive_number("eject_max_s"),

@@ -190,7 +190,7 @@ class Pool:
         """A server with this pool's scoring and ejection settings."""
         config = self.config
         breaker = CircuitBreaker(BreakerSettings(config.eject_after, config.eject_base_s, config.eject_max_s))
-        cost = PeakEwma(decay_s=config.decay_s, penalty_s=config.timeout_s)
+        cost = PeakEwma(decay_s=config.decay_s, penalty_s=config.failure_penalty_s or config.timeout_s)
         return Server(name=name, url=url, local=local, breaker=breaker, cost=cost)
 
     def find(self, key: str) -> Server | None:
