@@ -36,13 +36,21 @@ class Signer:
         return f"Signer({self.address})"
 
 
+def _text(options: Mapping[str, Any], key: str, where: str) -> str:
+    """A string option, or one line saying it is not one."""
+    value = options[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} {key} must be a string, got {value!r}")
+    return value
+
+
 def load_signer(options: Mapping[str, Any], where: str, base_dir: Path) -> Signer | None:
     """The configured signer, or None when no key is configured (read-only gateway)."""
-    key_env = options["private_key_env"]
-    keystore = options["keystore"]
+    key_env = _text(options, "private_key_env", where)
+    keystore = _text(options, "keystore", where)
     if keystore:
         path = Path(keystore) if Path(keystore).is_absolute() else base_dir / keystore
-        password_env = options["keystore_password_env"]
+        password_env = _text(options, "keystore_password_env", where)
         password = os.environ.get(password_env)
         if password is None:
             raise ConfigError(f"{where} keystore {keystore!r} needs its password in ${password_env}")
