@@ -1,4 +1,16 @@
-"""Exceptions the gateway raises, each carrying what a user needs to fix it."""
+"""Exceptions the gateway raises, each carrying what a user needs to fix it.
+
+::
+
+    Exception
+    ├── ConfigError            plugins.toml or a plugin's setup is wrong (one line: what to fix)
+    └── OffloadError           a request cannot be answered; rendered as JSON with its status
+        └── AttemptFailed      (offload.sending) one server failed in a way another might not
+
+The transports' own failures (``offload.transports``: unreachable, answer refused,
+invalid request) never reach a caller as such: the engine turns them into
+:class:`OffloadError` with the status that says whose fault it was.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +31,6 @@ class OffloadError(Exception):
     write that failed so was not applied anywhere.
     """
 
-    never_arrived: bool = False
-
     def __init__(
         self,
         status: int,
@@ -29,6 +39,7 @@ class OffloadError(Exception):
         server: str | None = None,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        never_arrived: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -37,6 +48,7 @@ class OffloadError(Exception):
         self.details = details or {}
         # Extra response headers (e.g. WWW-Authenticate on a 401).
         self.headers = headers or {}
+        self.never_arrived = never_arrived
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body of the error response."""

@@ -69,9 +69,8 @@ async def send_once(
         reason = f"unreachable: {exc}"
         # A refused or dropped connection is proof enough: eject now, not after N more users hit it.
         target.record_failure(reason, may_open=pool.may_eject(target), immediate=True)
-        failure = AttemptFailed(502, f"{described(target)} is {reason}", server=target.name)
-        failure.never_arrived = exc.never_arrived
-        raise failure from None
+        message = f"{described(target)} is {reason}"
+        raise AttemptFailed(502, message, server=target.name, never_arrived=exc.never_arrived) from None
     except asyncio.CancelledError:
         # A hedge lost the race, or the server was found hung: its half-open trial is free again.
         target.breaker.trial_in_flight = False
