@@ -79,7 +79,7 @@ def test_every_hook_is_documented() -> None:
         assert len(doc.split()) > 15, f"{name} needs a docstring saying when it is called and what it returns"
 
 
-async def test_each_plugin_sees_only_its_own_options_and_lifecycle_runs(
+async def test_hook_offload_default_settings_each_plugin_sees_only_its_own_options(
     edge: EdgeFactory, gateway: GatewayFactory
 ) -> None:
     remote = await edge("edge1")
@@ -100,7 +100,33 @@ async def test_each_plugin_sees_only_its_own_options_and_lifecycle_runs(
     assert blue.calls == ["startup blue pools=['blue']"]
 
 
-async def test_shutdown_hooks_run_and_health_drains(edge: EdgeFactory) -> None:
+async def test_hook_offload_routes_mount_under_the_plugins_prefix(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+    remote = await edge("edge1")
+    document = {"plugins": {"red": {"prefix": "/red", "servers": servers_table(("edge1", remote))}}}
+    gw = await gateway(document, extra_plugins={"red": make_plugin(route="/ping")})
+    assert (await gw.get_json("/red/ping"))[0] == 200
+    async with gw.client.get("/ping") as outside_the_prefix:
+        assert outside_the_prefix.status == 404
+
+
+async def test_hook_offload_startup_runs_once_knowing_the_plugins_pools(
+    edge: EdgeFactory, gateway: GatewayFactory
+) -> None:
+    remote = await edge("edge1")
+    plugin = make_plugin()
+    document = {"plugins": {"green": {"servers": servers_table(("edge1", remote))}}}
+    await gateway(document, extra_plugins={"green": plugin})
+    assert plugin.calls == ["startup green pools=['green']"]
+
+
+def test_every_hook_has_a_test_of_its_own() -> None:
+    hooks = [name for name in dir(hookspecs) if name.startswith("offload_")]
+    tests = [name for name in globals() if name.startswith("test_hook_")]
+    untested = [hook for hook in hooks if not any(test.startswith(f"test_hook_{hook}_") for test in tests)]
+    assert untested == [], f"every hook needs a test named test_hook_<hook>_...: {untested}"
+
+
+async def test_hook_offload_shutdown_runs_and_health_drains(edge: EdgeFactory) -> None:
     from offload.testing import serve_app
 
     remote = await edge("edge1")
@@ -138,7 +164,7 @@ def test_a_misspelt_hook_is_an_error_not_silence() -> None:
         create_app(settings, extra_plugins={"typo": PluginObject(offload_route=offload_route)})
 
 
-def test_plugin_may_declare_its_own_pools() -> None:
+def test_hook_offload_pools_declares_a_plugins_own_pools() -> None:
     @hookimpl
     def offload_pools(plugin: PluginContext) -> list[PoolConfig]:
         return [PoolConfig(name=f"{plugin.name}-reads"), PoolConfig(name=f"{plugin.name}-writes")]
@@ -181,7 +207,7 @@ async def test_servers_and_plugins_routes_show_live_state(edge: EdgeFactory, gat
     assert (status, body["status"], body["pools"]["math"]) == (200, "ok", {"servers": 2, "available": 2})
 
 
-async def test_custom_probe_heights_keep_lagging_servers_out(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+async def test_hook_offload_probe_heights_keep_lagging_servers_out(edge: EdgeFactory, gateway: GatewayFactory) -> None:
     fresh, stale = await edge("fresh"), await edge("stale")
     heights = {"fresh": 100, "stale": 80}
     probed: list[str] = []
@@ -245,7 +271,7 @@ class AlwaysLast:
         return candidates[-1]
 
 
-async def test_plugins_contribute_policies_selectable_by_name(edge: EdgeFactory, gateway: GatewayFactory) -> None:
+async def test_hook_offload_policies_are_selectable_by_name(edge: EdgeFactory, gateway: GatewayFactory) -> None:
     first, last = await edge("first"), await edge("last")
 
     @hookimpl
