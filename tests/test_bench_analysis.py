@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from offload.bench.analysis import analyse_faults, goals, max_local_in_window, per_server
-from offload.bench.load import Sample
+from offload.devtools.bench.analysis import analyse_faults, goals, max_local_in_window, per_server
+from offload.devtools.bench.load import Sample
 
 
 def sample(sent_at: float, server: str, latency_ms: float = 5.0, status: int = 200) -> Sample:
@@ -61,7 +61,7 @@ def test_bench_command_is_wired() -> None:
 
 
 def test_the_original_plots_are_written(tmp_path) -> None:
-    from offload.bench.report import draw_original_plots
+    from offload.devtools.bench.report import draw_original_plots
 
     samples = [
         Sample(i / 300, "local" if i % 10 == 0 else "edge-near", 0.002, 200, min(i // 10, 26)) for i in range(900)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.bench import outages
-from offload.bench.outages import (
+from offload.devtools.bench import outages
+from offload.devtools.bench.outages import (
     ERROR_EXCERPT,
     OutagesOptions,
     Outcome,
@@ -27,9 +27,9 @@ from offload.bench.outages import (
     summarize,
     time_to_move,
 )
-from offload.bench.topology import GatewayOptions, Topology
+from offload.devtools.bench.topology import GatewayOptions, Topology
+from offload.devtools.processes import ProcessGroup
 from offload.errors import ConfigError
-from offload.processes import ProcessGroup
 
 OK = Outcome(0.0, 0.010, 200, "e1")
 

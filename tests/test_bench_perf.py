@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from offload.bench.closed_loop import LoadResult, parse_wrk, run_builtin, wrk_argv
-from offload.bench.cpu import group_cpu_seconds
-from offload.bench.nginx import constant_config, nginx_config
-from offload.bench.perf import median_run, render, summarize
+from offload.devtools.bench.closed_loop import LoadResult, parse_wrk, run_builtin, wrk_argv
+from offload.devtools.bench.cpu import group_cpu_seconds
+from offload.devtools.bench.nginx import constant_config, nginx_config
+from offload.devtools.bench.perf import median_run, render, summarize
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8899/
   2 threads and 16 connections

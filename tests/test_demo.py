@@ -11,14 +11,7 @@ import time
 
 import aiohttp
 
-from offload.testing import bind_loopback
-
-
-def free_port() -> int:
-    sock = bind_loopback()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+from offload.devtools.ports import free_port
 
 
 def child_pids(output: str) -> list[int]:

@@ -17,7 +17,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 
-from offload.bench.client import render, run_rounds, summarize
+from offload.devtools.bench.client import render, run_rounds, summarize
 from offload.native_http import PLAIN_MESSAGES_KEPT, NativeHttpClient
 from offload.pytest_plugin import ServerFactory
 from offload.tasks import Task

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from offload.processes import ProcessGroup
+from offload.devtools.processes import ProcessGroup
 from offload.testing import bind_loopback
 
 from conftest import EdgeFactory

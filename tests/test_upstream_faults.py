@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from offload import OffloadError, Task
-from offload.processes import ManagedProcess, ProcessGroup
+from offload.devtools.processes import ManagedProcess, ProcessGroup
 from offload.testing import bind_loopback, serve_app
 from offload_edge.app import EdgeConfig, create_edge_app
 

@@ -128,7 +128,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoOptions, run_demo
+    from .devtools.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         port=args.port, requests=args.requests, serve=args.serve, expected_throughput=args.expected_throughput
@@ -142,12 +142,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     try:
         if args.suite == "perf":
-            from .bench.perf import PerfOptions, run_perf
+            from .devtools.bench.perf import PerfOptions, run_perf
 
             options = PerfOptions(duration_s=args.duration, rounds=args.rounds, soak=args.soak, json=args.json)
             return asyncio.run(run_perf(options))
         if args.suite == "outages":
-            from .bench.outages import KILL_CLIENTS, OutagesOptions, parse_pool_option, run_outages
+            from .devtools.bench.outages import KILL_CLIENTS, OutagesOptions, parse_pool_option, run_outages
 
             outages = OutagesOptions(
                 scenario=args.scenario,
@@ -158,10 +158,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
             return asyncio.run(run_outages(outages))
         if args.suite == "client":
-            from .bench.client import ClientBenchOptions, run_client_bench
+            from .devtools.bench.client import ClientBenchOptions, run_client_bench
 
             return run_client_bench(ClientBenchOptions(rounds=args.rounds, json=args.json))
-        from .bench.runner import BenchOptions, run_bench
+        from .devtools.bench.runner import BenchOptions, run_bench
 
         return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
     except KeyboardInterrupt:

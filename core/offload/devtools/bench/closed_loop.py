@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..stats import percentile
+from ...stats import percentile
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import ConfigError
-from ..pool_config import POLICY_DEFAULT
+from ...errors import ConfigError
+from ...pool_config import POLICY_DEFAULT
+from ...stats import percentile
 from ..processes import StartupError
-from ..stats import percentile
 from .load import SERVER_HEADER
 from .scenarios import Scenario, gateway_counters
 from .topology import EdgeSpec, GatewayOptions

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..stats import mean, percentile
+from ...stats import mean, percentile
 from .load import Sample
 from .scenarios import EXPECTED_THROUGHPUT, ORACLE, POLICIES
 

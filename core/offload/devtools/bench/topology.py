@@ -10,11 +10,11 @@ from pathlib import Path
 
 import aiohttp
 
-from ..demo import free_port
+from ...security import TOKEN_ENV
+from ..ports import LOOPBACK, free_port
 from ..processes import ManagedProcess, ProcessGroup
-from ..security import TOKEN_ENV
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..tasks import Task
+from ...tasks import Task
 
 HOST = "127.0.0.1"
 REQUESTS = 20_000
@@ -90,7 +90,7 @@ async def serve() -> None:
 async def fixed_answer_server() -> Any:
     """The server in a child process; yields its base URL and stops it by its PID afterwards."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "offload.bench.client", "--serve", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "offload.devtools.bench.client", "--serve", stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None
@@ -130,8 +130,8 @@ def _engine_like_session(connections: int) -> Any:
 
 @asynccontextmanager
 async def native_client(base: str) -> Any:
-    from ..native_http import NativeHttpClient
-    from ..upstream import AiohttpUpstream
+    from ...native_http import NativeHttpClient
+    from ...upstream import AiohttpUpstream
 
     async with _engine_like_session(CONCURRENCY) as session:
         client = NativeHttpClient(AiohttpUpstream(session), limit=CONCURRENCY)
@@ -149,7 +149,7 @@ async def native_client(base: str) -> Any:
 
 @asynccontextmanager
 async def aiohttp_client(base: str) -> Any:
-    from ..upstream import AiohttpUpstream
+    from ...upstream import AiohttpUpstream
 
     async with _engine_like_session(CONCURRENCY) as session:
         client = AiohttpUpstream(session)
@@ -348,8 +348,8 @@ def run_client_bench(options: ClientBenchOptions) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m offload.bench.client``: the benchmark, or (``--serve``) its server."""
-    parser = argparse.ArgumentParser(prog="python -m offload.bench.client", description=__doc__)
+    """``python -m offload.devtools.bench.client``: the benchmark, or (``--serve``) its server."""
+    parser = argparse.ArgumentParser(prog="python -m offload.devtools.bench.client", description=__doc__)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per run (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds (default: %(default)s)")

@@ -14,7 +14,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
+from ..security import TOKEN_ENV
+from ..stats import mean, percentile
 from .demo_contracts import (
     DEMO_PRIVATE_KEY,
     KEY_ENV,
@@ -33,11 +34,10 @@ from .demo_contracts import (
     deployed_contracts,
     run_contract_calls,
 )
+from .ports import LOOPBACK, free_port, port_is_free
 from .processes import ProcessGroup, StartupError
-from .security import TOKEN_ENV
-from .stats import mean, percentile
 
-DEMO_HOST = "127.0.0.1"
+DEMO_HOST = LOOPBACK
 
 
 @dataclass(frozen=True)
@@ -78,23 +78,6 @@ class Sample:
     status: int
     server: str
     throughput: int | None
-
-
-def free_port(host: str = DEMO_HOST) -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def gateway_config(edges: dict[str, str], expected_throughput: int, contract_addresses: dict[str, str]) -> str:

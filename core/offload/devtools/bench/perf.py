@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..demo import free_port
+from ..ports import free_port
 from ..processes import ManagedProcess, ProcessGroup, StartupError
 from .closed_loop import LoadResult, measure, wrk_available
 from .cpu import group_cpu_seconds, rss_kb
