@@ -16,15 +16,13 @@ import secrets
 import signal
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
 from ..security import TOKEN_ENV
 from ..stats import mean, percentile
+from .bench.load import Progress, Sample, open_loop
 from .demo_contracts import (
     DEMO_PRIVATE_KEY,
     KEY_ENV,
@@ -67,17 +65,6 @@ class DemoOptions:
     expected_throughput: int = 25
     serve: bool = False
     seed: int = 1
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One request of the experiment as the client saw it."""
-
-    sent_at: float
-    latency_s: float
-    status: int
-    server: str
-    throughput: int | None
 
 
 def gateway_config(edges: dict[str, str], expected_throughput: int, contract_addresses: dict[str, str]) -> str:
@@ -147,43 +134,18 @@ async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: P
 
 async def replay_experiment(gateway_url: str, options: DemoOptions) -> list[Sample]:
     """Open-loop load: request i is sent at its scheduled time whatever earlier ones are doing."""
-    rng = random.Random(options.seed)
-    samples: list[Sample] = []
-    origin = time.perf_counter()
-
-    async def one(session: aiohttp.ClientSession, index: int) -> None:
-        sent = time.perf_counter()
-        try:
-            async with session.get(f"{gateway_url}/square/{index}") as response:
-                body = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            samples.append(Sample(sent - origin, time.perf_counter() - sent, 0, f"error: {exc}", None))
-            return
-        server = body.get("server", "?") if status == 200 else f"HTTP {status}"
-        samples.append(Sample(sent - origin, time.perf_counter() - sent, status, server, body.get("throughput")))
-
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=200)) as session:
-        tasks = []
-        scheduled = time.perf_counter()
-        for index in range(options.requests):
-            scheduled += rng.uniform(options.min_gap_ms, options.max_gap_ms) / 1000
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(session, index)))
-            print_progress(index + 1, options.requests)
-        await asyncio.gather(*tasks)
-    print(file=sys.stderr)
+    progress = Progress(options.requests)
+    samples = await open_loop(
+        lambda index: f"{gateway_url}/square/{index}",
+        options.requests,
+        (options.min_gap_ms, options.max_gap_ms),
+        random.Random(options.seed),
+        progress,
+        "sent",
+        timeout_s=30.0,
+    )
+    progress.finish()
     return samples
-
-
-def print_progress(done: int, total: int) -> None:
-    if done == total or done % 50 == 0:
-        width = 30
-        filled = width * done // total
-        print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} sent", end="", file=sys.stderr)
 
 
 def latency_columns(latencies_ms: list[float]) -> str:

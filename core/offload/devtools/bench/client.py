@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ...tasks import Task
+from ..ports import LOOPBACK
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 REQUESTS = 20_000
 CONCURRENCY = 16
 ROUNDS = 3

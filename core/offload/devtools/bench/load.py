@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-SERVER_HEADER = "X-Offload-Server"
+from ...responses import SERVER_HEADER
 
 
 @dataclass(frozen=True)
