@@ -1,9 +1,115 @@
-"""task-offloading: a plugin-based gateway that runs each task where it finishes best."""
+"""task-offloading: a plugin-based gateway that runs each task where it finishes best.
 
+The names below are the public API: what a plugin, and its tests, may import,
+always from ``offload`` itself (``from offload import Task, hookimpl``). Every
+submodule (``offload.engine``, ``offload.health``, ...) is internal and may
+change without notice.
+
+Writing hooks:
+
+* ``hookimpl``: marks a plugin's functions as hook implementations (the hooks are in ``offload.hookspecs``).
+* ``PluginContext``: one enabled plugin as the gateway sees it, handed to its hooks.
+* ``PoolConfig``: one named pool of servers, as returned by ``offload_pools``.
+* ``OptionReader``: typed, error-naming access to a plugin's options (a TOML table).
+* ``Server``: a server of a pool, as handed to ``offload_probe``.
+* ``ProbeResult``: what an ``offload_probe`` awaitable returns.
+* ``parse_server_list``: validate a ``{"data": [addresses]}`` server list.
+* ``describe_exception``: a short description of a client-side failure (for a ``ProbeResult.error``).
+
+Running tasks and answering:
+
+* ``Task``: an HTTP call to make on whichever server the engine picks.
+* ``OffloadResult``: a task's answer and how it was obtained.
+* ``envelope_response``: an ``OffloadResult`` as the gateway's JSON response.
+* ``SERVER_HEADER``: the response header naming the server that answered (``X-Offload-Server``).
+* ``load_json``: ``json.loads`` for untrusted bytes or text: standard JSON only, nesting depth-checked
+  first (a ``ValueError`` for anything else); see ``offload.safe_json.loads``.
+
+Access and errors:
+
+* ``READ``: a route's ``ctx_access`` for any local caller.
+* ``OPERATOR``: a route's ``ctx_access`` that needs the operator's token.
+* ``require_operator``: refuse a request, once a route knows it changes state, unless the operator's token came.
+* ``OffloadError``: a task could not be answered; rendered as a JSON error with its ``status``.
+* ``ConfigError``: configuration or plugin setup is wrong; the message says what to fix.
+
+Building a gateway (e.g. in a plugin's tests, with the pytest fixtures ``sanic_client``,
+``test_client`` and ``test_server`` this package installs):
+
+* ``parse_settings``: settings from a parsed plugins.toml document (a dict).
+* ``create_app``: the gateway's Sanic app for those settings.
+
+The names whose modules take a while to import (aiohttp, the engine) are loaded on
+first use, so ``import offload`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .context import PluginContext
 from .errors import ConfigError, OffloadError
 from .hookspecs import hookimpl
+from .responses import SERVER_HEADER, envelope_response
+from .safe_json import loads as load_json
 from .security import OPERATOR, READ, require_operator
 from .tasks import OffloadResult, Task
 
-__all__ = ["OPERATOR", "READ", "ConfigError", "OffloadError", "OffloadResult", "Task", "hookimpl", "require_operator"]
+if TYPE_CHECKING:
+    from .app import create_app
+    from .health import ProbeResult, describe_exception, parse_server_list
+    from .pool_config import PoolConfig
+    from .registry import Server
+    from .settings import OptionReader, parse_settings
+
+__all__ = [
+    "OPERATOR",
+    "READ",
+    "SERVER_HEADER",
+    "ConfigError",
+    "OffloadError",
+    "OffloadResult",
+    "OptionReader",
+    "PluginContext",
+    "PoolConfig",
+    "ProbeResult",
+    "Server",
+    "Task",
+    "create_app",
+    "describe_exception",
+    "envelope_response",
+    "hookimpl",
+    "load_json",
+    "parse_server_list",
+    "parse_settings",
+    "require_operator",
+]
 __version__ = "0.1.0"
+
+# Public names imported on first access (PEP 562): their modules pull in aiohttp or the engine.
+_LAZY: dict[str, str] = {
+    "OptionReader": ".settings",
+    "PoolConfig": ".pool_config",
+    "ProbeResult": ".health",
+    "Server": ".registry",
+    "create_app": ".app",
+    "describe_exception": ".health",
+    "parse_server_list": ".health",
+    "parse_settings": ".settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name whose module is loaded on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported public ones included."""
+    return sorted(set(globals()) | set(__all__))

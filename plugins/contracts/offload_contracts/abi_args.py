@@ -12,7 +12,7 @@ from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
-from offload import OffloadError, safe_json
+from offload import OffloadError, load_json
 
 _ARRAY = re.compile(r"^(?P<inner>.+)\[(?P<size>\d*)\]$")
 _INTEGER = re.compile(r"^(?P<sign>u?)int(?P<bits>\d*)$")
@@ -70,7 +70,7 @@ def coerce(abi_type: str, value: Any, budget: Budget | None = None) -> Any:
             # The JSON text itself is bounded before it is parsed.
             if len(value) > budget.limit:
                 raise ArgumentTooLarge(f"at most {budget.limit} bytes")
-            items = safe_json.loads(value)
+            items = load_json(value)
         else:
             items = value
         if not isinstance(items, list):

@@ -13,11 +13,21 @@ import aiohttp
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import READ, ConfigError, OffloadError, OffloadResult, hookimpl, require_operator, safe_json
-from offload.context import PluginContext
-from offload.health import ProbeResult, describe_exception
-from offload.registry import Server
-from offload.responses import SERVER_HEADER, envelope_response
+from offload import (
+    READ,
+    SERVER_HEADER,
+    ConfigError,
+    OffloadError,
+    OffloadResult,
+    PluginContext,
+    ProbeResult,
+    Server,
+    describe_exception,
+    envelope_response,
+    hookimpl,
+    load_json,
+    require_operator,
+)
 
 from .abi_args import DEFAULT_MAX_ARG_BYTES, bind_arguments
 from .catalog import ContractSpec, is_view, load_contracts
@@ -359,7 +369,7 @@ class ContractRoutes:
         if len(raw_args) == 1 and len(inputs) > 1:
             # One arg holding a JSON array stands for all of them, as a single string did in the original.
             try:
-                unpacked = safe_json.loads(raw_args[0])
+                unpacked = load_json(raw_args[0])
             except ValueError:
                 unpacked = None
             if isinstance(unpacked, list):
@@ -398,7 +408,7 @@ class ContractRoutes:
             require_operator(request)
             key = self.writes.key(request)
         try:
-            body = safe_json.loads(request.body or b"{}")
+            body = load_json(request.body or b"{}")
         except ValueError:
             raise OffloadError(400, 'the body must be JSON: {"args": [...]} or {"param": value}') from None
         if isinstance(body, list):

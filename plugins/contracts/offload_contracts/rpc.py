@@ -17,8 +17,7 @@ from typing import Any
 from web3.providers.async_base import AsyncJSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
-from offload import OffloadError, Task
-from offload.context import PluginContext
+from offload import OffloadError, PluginContext, Task
 
 # Methods that only read: safe to retry on another node and to send to any node.
 READ_METHODS = frozenset(

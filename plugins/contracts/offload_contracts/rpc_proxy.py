@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload import OffloadError, safe_json
+from offload import OffloadError, load_json
 
 from .idempotency import HEADER, IdempotencyStore, KeyRefused, fingerprint, parse_key
 from .rpc import CALL_METHODS, RAW_TRANSACTION_METHOD, READ_METHODS, InvalidCallParams, RpcSender
@@ -181,7 +181,7 @@ class RpcProxy:
         which apply to a body of one eth_sendRawTransaction (``scope``: whose keys they are).
         """
         try:
-            parsed = safe_json.loads(body)
+            parsed = load_json(body)
         except ValueError:
             return RpcReply(400, rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"))
         if isinstance(parsed, list):

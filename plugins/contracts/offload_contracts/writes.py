@@ -16,9 +16,7 @@ from typing import Any
 from sanic import Request, response
 from sanic.response import HTTPResponse
 
-from offload import OffloadError
-from offload.context import PluginContext
-from offload.responses import SERVER_HEADER
+from offload import SERVER_HEADER, OffloadError, PluginContext
 
 from .idempotency import HEADER, IdempotencyStore, operator_scope, parse_key
 from .outcomes import OutcomeUnknown, TxState

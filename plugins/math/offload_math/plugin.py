@@ -9,10 +9,7 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import OPERATOR, READ, OffloadError, Task, hookimpl
-from offload.context import PluginContext
-from offload.health import parse_server_list
-from offload.responses import envelope_response
+from offload import OPERATOR, READ, OffloadError, PluginContext, Task, envelope_response, hookimpl, parse_server_list
 
 from .inputs import HASH_CHAIN_MAX, MATMUL_MAX, NTH_PRIME_MAX, bounded_int, finite_number
 

@@ -7,8 +7,7 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import Task, hookimpl
-from offload.context import PluginContext
+from offload import PluginContext, Task, hookimpl
 
 
 @hookimpl
