@@ -29,6 +29,7 @@ EXPECTED_PUBLIC_NAMES = {
     "OffloadResult",
     "OptionReader",
     "PluginContext",
+    "Policy",
     "PoolConfig",
     "ProbeResult",
     "Server",

@@ -11,7 +11,8 @@ Writing hooks:
 * ``PluginContext``: one enabled plugin as the gateway sees it, handed to its hooks.
 * ``PoolConfig``: one named pool of servers, as returned by ``offload_pools``.
 * ``OptionReader``: typed, error-naming access to a plugin's options (a TOML table).
-* ``Server``: a server of a pool, as handed to ``offload_probe``.
+* ``Server``: a server of a pool, as handed to ``offload_probe`` and to policies.
+* ``Policy``: what a policy factory from ``offload_policies`` returns (``name``, ``choose(candidates)``).
 * ``ProbeResult``: what an ``offload_probe`` awaitable returns.
 * ``parse_server_list``: validate a ``{"data": [addresses]}`` server list.
 * ``describe_exception``: a short description of a client-side failure (for a ``ProbeResult.error``).
@@ -59,6 +60,7 @@ from .tasks import OffloadResult, Task
 if TYPE_CHECKING:
     from .app import create_app
     from .health import ProbeResult, describe_exception, parse_server_list
+    from .policies import Policy
     from .pool_config import PoolConfig
     from .registry import Server
     from .settings import OptionReader, parse_settings
@@ -72,6 +74,7 @@ __all__ = [
     "OffloadResult",
     "OptionReader",
     "PluginContext",
+    "Policy",
     "PoolConfig",
     "ProbeResult",
     "Server",
@@ -90,6 +93,7 @@ __version__ = "0.1.0"
 # Public names imported on first access (PEP 562): their modules pull in aiohttp or the engine.
 _LAZY: dict[str, str] = {
     "OptionReader": ".settings",
+    "Policy": ".policies",
     "PoolConfig": ".pool_config",
     "ProbeResult": ".health",
     "Server": ".registry",

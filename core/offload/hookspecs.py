@@ -7,7 +7,7 @@ has an enabled ``[plugins.NAME]`` table for it.
 
 Hooks that describe one plugin (settings, pools, routes, startup, shutdown) are
 called for each enabled plugin on its own, with that plugin's
-:class:`~offload.context.PluginContext`; a plugin never sees another's.
+:class:`offload.PluginContext`; a plugin never sees another's.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def offload_default_settings() -> dict[str, Any]:  # type: ignore[empty-body]
     Called once at startup, before anything else of the plugin. The user's
     ``[plugins.NAME]`` table is merged over these defaults. Besides its own keys
     a plugin may set defaults for the keys the core understands: ``enabled``,
-    ``prefix`` and every field of :class:`~offload.pool_config.PoolConfig`
+    ``prefix`` and every field of :class:`offload.PoolConfig`
     (``servers``, ``policy``, ``timeout_s``, ``retries``, ``hedge``, ...; the
     full list with defaults is ``offload.pool_config.PLUGIN_CORE_DEFAULTS``).
     A key in the user's table that is neither is a startup error, so typos
@@ -66,7 +66,7 @@ def offload_routes(plugin: PluginContext) -> Blueprint | list[Blueprint] | None:
     Build a new Blueprint on every call: one process may create several apps.
     The gateway mounts it under the plugin's ``prefix`` option. Handlers run a
     task with ``await plugin.offload(Task(...), server=...)`` and answer with
-    :func:`offload.responses.envelope_response`. Two plugins claiming the same
+    :func:`offload.envelope_response`. Two plugins claiming the same
     method and path stop startup with an error naming both.
 
     Every route states who may call it when it is added: ``ctx_access=READ``
@@ -85,7 +85,7 @@ def offload_policies() -> dict[str, PolicyFactory] | None:  # type: ignore[empty
     Called once at startup for every enabled plugin. Each value is a factory
     taking a ``random.Random`` (seeded, for reproducible choices) and returning
     an object with a ``name`` and ``choose(candidates) -> Server`` (see
-    :class:`offload.policies.Policy`). Pools select one by name with
+    :class:`offload.Policy`). Pools select one by name with
     ``policy = "..."`` in plugins.toml; a name that is already taken is a
     startup error naming both.
     """
@@ -98,7 +98,7 @@ def offload_probe(plugin: PluginContext, server: Server) -> Awaitable[ProbeResul
     Called for every server of the plugin's pools on each probe round (every
     ``[gateway] probe_interval_s``), bounded by ``probe_timeout_s``. Return
     ``None`` to use the default probe (HTTP GET of ``[gateway] probe_path``). The
-    awaitable returns a :class:`offload.health.ProbeResult`; set its ``height``
+    awaitable returns a :class:`offload.ProbeResult`; set its ``height``
     (e.g. the latest block) so the pool's ``max_lag`` can skip servers that lag.
     Use ``plugin.engine.session`` for HTTP; an exception counts as a failed probe.
     """

@@ -16,7 +16,17 @@ from .registry import Server
 
 
 class Policy(Protocol):
-    """Picks a server from a non-empty list of candidates."""
+    """Picks a server from a non-empty list of candidates (what ``offload_policies`` factories return).
+
+    The candidates arrive filtered: only servers that may take the task now
+    (probe passing, circuit closed or awaiting its trial, not lagging, not
+    already failed by this request). A policy reads, never writes, a
+    :class:`~offload.Server`'s facts: ``name``, ``url``, ``local``,
+    ``inflight``, ``latency_ewma_s`` (plain average, probes included),
+    ``load()`` (peak-EWMA cost x requests in flight) and ``load_key()``,
+    ``requests``, ``failures`` and ``height``. The factory gets a seeded
+    ``random.Random``: use it for every random choice, so runs can be replayed.
+    """
 
     name: str
 
