@@ -15,8 +15,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
-from offload.native_http import NativeHttpClient
-from offload.upstream import AiohttpUpstream, UpstreamClient
+from offload.transports import AiohttpUpstream, NativeTransport, Transport
 
 TIMEOUT_S = 5.0
 # A raw server's per-connection handler: (reader, writer, connection number, counted from 0).
@@ -94,7 +93,7 @@ def request_line(head: bytes) -> bytes:
     return head.split(b"\r\n", 1)[0]
 
 
-UpstreamFactory = Callable[..., Awaitable[UpstreamClient]]
+UpstreamFactory = Callable[..., Awaitable[Transport]]
 
 
 @pytest_asyncio.fixture
@@ -102,7 +101,7 @@ async def upstreams() -> AsyncIterator[UpstreamFactory]:
     """Factory: ``client = await upstreams("native" | "aiohttp", limit=8, max_body=..., max_header_bytes=...)``."""
     async with AsyncExitStack() as stack:
 
-        async def make(which: str, *, limit: int = 8, **limits: int) -> UpstreamClient:
+        async def make(which: str, *, limit: int = 8, **limits: int) -> Transport:
             # The session as the engine makes it, with the connector's limit the native client's limit.
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
@@ -112,10 +111,9 @@ async def upstreams() -> AsyncIterator[UpstreamFactory]:
                     skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 )
             )
-            fallback = AiohttpUpstream(session, **limits)
-            client: UpstreamClient = fallback
+            client: Transport = AiohttpUpstream(session, **limits)
             if which == "native":
-                client = NativeHttpClient(fallback, limit=limit, **limits)
+                client = NativeTransport(limit=limit, **limits)
             stack.push_async_callback(client.close)
             return client
 

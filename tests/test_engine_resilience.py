@@ -1,4 +1,10 @@
-"""Breakers, retries, retry budgets, hedging and failing open, on real servers where it matters."""
+"""Breakers, retries, retry budgets, hedging and failing open.
+
+Most engine cases run in-process on a :class:`~offload.transports.FakeTransport`
+(a function answers for every server: no sockets); a few run end to end on real
+servers, where what the sockets do matters (a refused connection, a cancelled
+request on the wire, a server brought back on its port).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,16 @@ import random
 from collections.abc import Sequence
 
 import pytest
-from sanic import Request, Sanic, response
-from sanic.response import HTTPResponse
+from sanic import Sanic, response
 
 from offload import OffloadError, Task
 from offload.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSettings, CircuitBreaker
 from offload.policies import EstimatedCompletionPolicy, LeastInflightPolicy, P2CEwmaPolicy, RoundRobinPolicy
 from offload.registry import Server
 from offload.retry_budget import RetryBudget
+from offload.tasks import Task as TaskType
 from offload.testing import serve_app
+from offload.transports import FakeTransport, UpstreamReply, UpstreamUnreachable, text_reply
 
 from clocks import FakeClock
 from conftest import EdgeFactory
@@ -143,45 +150,6 @@ async def test_a_dead_server_costs_no_failed_request(edge: EdgeFactory) -> None:
     assert 1 <= counters["retries"] <= 20 and counters["retries_refused_by_budget"] == 0
 
 
-async def test_non_idempotent_tasks_are_never_retried(edge: EdgeFactory) -> None:
-    backup = await edge("backup")
-    from offload.testing import bind_loopback
-
-    sock = bind_loopback()
-    dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
-    async with engine_for([("dead", dead), ("backup", backup.url)], policy="always_first") as engine:
-        pool = engine.registry.pool("p")
-        pool.find("dead").probe_ok = True  # looks fine until tried
-        with pytest.raises(OffloadError) as caught:
-            await engine.offload("p", Task("/hello", idempotent=False))
-        assert caught.value.status == 502 and caught.value.server == "dead"
-        assert pool.find("backup").requests == 0
-        assert (await engine.offload("p", Task("/hello"))).server == "backup"
-
-
-async def test_repeated_5xx_opens_the_circuit(edge: EdgeFactory) -> None:
-    backup = await edge("backup")
-    flaky = Sanic("flaky_edge")
-    calls: list[str] = []
-
-    @flaky.get("/hello")
-    async def fail(request: Request) -> HTTPResponse:
-        calls.append("hello")
-        return response.text("boom", status=500)
-
-    flaky.add_route(lambda request: response.json({"status": "ok"}), "/health", name="health")
-    async with serve_app(flaky) as flaky_server:
-        servers = [("flaky", flaky_server.url), ("backup", backup.url)]
-        async with engine_for(servers, policy="always_first", eject_after=2) as engine:
-            results = [await engine.offload("p", Task("/hello")) for _ in range(6)]
-            flaky_state = engine.registry.pool("p").find("flaky")
-            assert flaky_state is not None
-            assert [result.server for result in results] == ["backup"] * 6
-            assert len(calls) == 2  # two failures opened the circuit; no user saw either
-            assert flaky_state.breaker.state == OPEN and "HTTP 500" in flaky_state.exclusion()
-
-
 async def test_hedge_wins_and_the_slow_request_is_cancelled(edge: EdgeFactory) -> None:
     slow, fast = await edge("slow", delay_ms=400), await edge("fast")
     servers = [("slow", slow.url), ("fast", fast.url)]
@@ -195,46 +163,6 @@ async def test_hedge_wins_and_the_slow_request_is_cancelled(edge: EdgeFactory) -
         # The loser was cancelled, not left running, and not blamed.
         assert slow_state.inflight == 0 and slow_state.failures == 0
         assert slow_state.breaker.state == CLOSED and fast_state.inflight == 0
-
-
-async def test_no_hedge_when_the_first_answer_is_quick(edge: EdgeFactory) -> None:
-    first, second = await edge("first"), await edge("second")
-    async with engine_for(
-        [("first", first.url), ("second", second.url)], policy="always_first", hedge=True, hedge_after_ms=500
-    ) as engine:
-        result = await engine.offload("p", Task("/hello"))
-        assert result.server == "first" and engine.counters("p")["hedges"] == 0
-        assert engine.registry.pool("p").find("second").requests == 0
-
-
-async def test_fails_open_when_every_server_looks_unhealthy(edge: EdgeFactory) -> None:
-    only = await edge("only")
-    async with engine_for([("only", only.url)]) as engine:
-        engine.registry.pool("p").find("only").record_probe(False, None, "probe failed: timed out", None)
-        result = await engine.offload("p", Task("/hello"))
-        assert (result.server, result.data) == ("only", "world")
-        assert engine.counters("p")["fail_open"] == 1
-
-
-async def test_the_retry_budget_caps_a_retry_storm(edge: EdgeFactory) -> None:
-    backup = await edge("backup")
-    failing = Sanic("always_failing_edge")
-    failing.add_route(lambda request: response.text("boom", status=500), "/hello", name="hello")
-    failing.add_route(lambda request: response.json({"status": "ok"}), "/health", name="health")
-    async with serve_app(failing) as failing_server:
-        servers = [("failing", failing_server.url), ("backup", backup.url)]
-        config = {"policy": "always_first", "eject_after": 1000, "retry_min_per_s": 0.0}
-        async with engine_for(servers, **config) as engine:
-            outcomes = await asyncio.gather(
-                *(engine.offload("p", Task("/hello")) for _ in range(30)), return_exceptions=True
-            )
-            counters = engine.counters("p")
-    answered = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
-    refused = [outcome for outcome in outcomes if isinstance(outcome, OffloadError)]
-    # 20 % of 30 active requests: six retries at once, and no more.
-    assert counters["retries"] == 6 and len(answered) == 6
-    assert counters["retries_refused_by_budget"] == 24 and len(refused) == 24
-    assert all(error.status == 502 and error.server == "failing" for error in refused)
 
 
 async def test_an_ejected_server_is_readmitted_by_probe_and_trial(edge: EdgeFactory) -> None:
@@ -257,3 +185,121 @@ async def test_an_ejected_server_is_readmitted_by_probe_and_trial(edge: EdgeFact
             assert trial.server == "best" and best_state.breaker.state == CLOSED
             later = [(await engine.offload("p", Task("/hello"))).server for _ in range(5)]
     assert later == ["best"] * 5  # its penalty was forgiven: it is the fastest again
+
+
+# -- on the fake transport: every server is a URL a function answers for ---------------------------
+
+# Base URLs as the registry writes them (with a port), so that they are what the transport is handed.
+FIRST, SECOND = "http://first.test:8001", "http://second.test:8002"
+
+
+def answers(replies: dict[str, UpstreamReply]) -> FakeTransport:
+    """A fake transport answering each base URL always with the same reply."""
+    return FakeTransport(lambda base_url, task: replies[base_url])
+
+
+async def test_non_idempotent_tasks_are_never_retried() -> None:
+    def handler(base_url: str, task: TaskType) -> UpstreamReply:
+        if base_url == FIRST:
+            raise UpstreamUnreachable("ClientConnectorError: connection refused", never_arrived=True)
+        return text_reply("world")
+
+    fake = FakeTransport(handler)
+    async with engine_for([("dead", FIRST), ("backup", SECOND)], policy="always_first", transport=fake) as engine:
+        with pytest.raises(OffloadError) as caught:
+            await engine.offload("p", Task("/hello", idempotent=False))
+        assert caught.value.status == 502 and caught.value.server == "dead"
+        assert fake.sent_to(SECOND) == []
+        assert (await engine.offload("p", Task("/hello"))).server == "backup"
+
+
+async def test_repeated_5xx_opens_the_circuit() -> None:
+    fake = answers({FIRST: text_reply("boom", status=500), SECOND: text_reply("world")})
+    servers = [("flaky", FIRST), ("backup", SECOND)]
+    async with engine_for(servers, policy="always_first", eject_after=2, transport=fake) as engine:
+        results = [await engine.offload("p", Task("/hello")) for _ in range(6)]
+        flaky_state = engine.registry.pool("p").find("flaky")
+        assert flaky_state is not None
+        assert [result.server for result in results] == ["backup"] * 6
+        assert len(fake.sent_to(FIRST)) == 2  # two failures opened the circuit; no user saw either
+        assert flaky_state.breaker.state == OPEN and "HTTP 500" in flaky_state.exclusion()
+
+
+async def test_a_hedge_wins_against_a_server_that_never_answers() -> None:
+    async def handler(base_url: str, task: TaskType) -> UpstreamReply:
+        if base_url == FIRST:
+            await asyncio.Event().wait()  # hung: only a cancellation ends this
+        return text_reply("world")
+
+    fake = FakeTransport(handler)
+    servers = [("hung", FIRST), ("fast", SECOND)]
+    async with engine_for(servers, policy="always_first", hedge=True, hedge_after_ms=20, transport=fake) as engine:
+        result = await engine.offload("p", Task("/hello"))
+        pool = engine.registry.pool("p")
+        hung_state = pool.find("hung")
+        assert (result.server, result.data) == ("fast", "world")
+        assert engine.counters("p")["hedges"] == 1 and engine.counters("p")["hedges_won"] == 1
+        # The loser was cancelled, not left running, and not blamed.
+        assert [sent.base_url for sent in fake.cancelled] == [FIRST]
+        assert hung_state.inflight == 0 and hung_state.failures == 0 and hung_state.breaker.state == CLOSED
+
+
+async def test_no_hedge_when_the_first_answer_is_quick() -> None:
+    fake = answers({FIRST: text_reply("world"), SECOND: text_reply("world")})
+    servers = [("first", FIRST), ("second", SECOND)]
+    async with engine_for(servers, policy="always_first", hedge=True, hedge_after_ms=500, transport=fake) as engine:
+        result = await engine.offload("p", Task("/hello"))
+        assert result.server == "first" and engine.counters("p")["hedges"] == 0
+        assert fake.sent_to(SECOND) == []
+
+
+async def test_fails_open_when_every_server_looks_unhealthy() -> None:
+    fake = answers({FIRST: text_reply("world")})
+    async with engine_for([("only", FIRST)], transport=fake) as engine:
+        engine.registry.pool("p").find("only").record_probe(False, None, "probe failed: timed out", None)
+        result = await engine.offload("p", Task("/hello"))
+        assert (result.server, result.data) == ("only", "world")
+        assert engine.counters("p")["fail_open"] == 1
+
+
+async def test_a_silent_server_costs_the_deadline_and_a_failure() -> None:
+    async def handler(base_url: str, task: TaskType) -> UpstreamReply:
+        await asyncio.Event().wait()  # never answers: the task's deadline ends it
+        raise AssertionError("unreachable")
+
+    fake = FakeTransport(handler)
+    async with engine_for([("silent", FIRST)], transport=fake) as engine:
+        with pytest.raises(OffloadError) as caught:
+            await engine.offload("p", Task("/hello", timeout_s=0.05))
+        silent = engine.registry.pool("p").find("silent")
+        assert caught.value.status == 504 and "did not answer within" in caught.value.message
+        assert silent.failures == 1 and silent.inflight == 0 and "timed out" in (silent.last_error or "")
+
+
+async def test_the_retry_budget_caps_a_retry_storm() -> None:
+    arrived: list[str] = []
+    all_in = asyncio.Event()
+
+    async def handler(base_url: str, task: TaskType) -> UpstreamReply:
+        if base_url == SECOND:
+            return text_reply("world")
+        arrived.append(base_url)
+        if len(arrived) == 30:
+            all_in.set()
+        await all_in.wait()  # all 30 are in flight before any fails, as in a storm
+        return text_reply("boom", status=500)
+
+    fake = FakeTransport(handler)
+    servers = [("failing", FIRST), ("backup", SECOND)]
+    config = {"policy": "always_first", "eject_after": 1000, "retry_min_per_s": 0.0}
+    async with engine_for(servers, transport=fake, **config) as engine:
+        outcomes = await asyncio.gather(
+            *(engine.offload("p", Task("/hello")) for _ in range(30)), return_exceptions=True
+        )
+        counters = engine.counters("p")
+    answered = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, OffloadError)]
+    # 20 % of 30 active requests: six retries at once, and no more.
+    assert counters["retries"] == 6 and len(answered) == 6 and len(fake.sent_to(SECOND)) == 6
+    assert counters["retries_refused_by_budget"] == 24 and len(refused) == 24
+    assert all(error.status == 502 and error.server == "failing" for error in refused)

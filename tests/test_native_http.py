@@ -18,22 +18,21 @@ from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 
 from offload.devtools.bench.client import render, run_rounds, summarize
-from offload.native_http import PLAIN_MESSAGES_KEPT, NativeHttpClient
 from offload.pytest_plugin import ServerFactory
 from offload.tasks import Task
 from offload.testing import RunningServer
-from offload.upstream import AiohttpUpstream, InvalidRequest, UpstreamUnreachable
+from offload.transports import AiohttpUpstream, InvalidRequest, NativeTransport, TransportRouter, UpstreamUnreachable
+from offload.transports.native import PLAIN_MESSAGES_KEPT
 
 # The fixture: servers that answer with exactly the bytes a test writes.
 raw_server = raw_http.raw_server
 
 
 @pytest_asyncio.fixture
-async def client() -> AsyncIterator[NativeHttpClient]:
-    async with aiohttp.ClientSession() as session:
-        native = NativeHttpClient(AiohttpUpstream(session), limit=8)
-        yield native
-        await native.close()
+async def client() -> AsyncIterator[NativeTransport]:
+    native = NativeTransport(limit=8)
+    yield native
+    await native.close()
 
 
 def echo_app() -> Sanic:
@@ -76,14 +75,14 @@ async def echo(test_server: ServerFactory) -> RunningServer:
     return await test_server(echo_app())
 
 
-async def get_json(client: NativeHttpClient, base: str, task: Task) -> dict[str, Any]:
+async def get_json(client: NativeTransport, base: str, task: Task) -> dict[str, Any]:
     reply = await client.request(base, task, TIMEOUT_S)
     assert reply.status == 200 and reply.content_type == "application/json"
     return json.loads(reply.body)
 
 
 async def test_get_and_post_round_trip_with_params_json_and_headers(
-    client: NativeHttpClient, echo: RunningServer
+    client: NativeTransport, echo: RunningServer
 ) -> None:
     got = await get_json(client, echo.url, Task("/echo", params={"a": "1 2", "b": "x&y"}, headers={"X-Custom": "yes"}))
     assert got["method"] == "GET" and got["path"] == "/echo" and got["custom"] == "yes"
@@ -97,12 +96,12 @@ async def test_get_and_post_round_trip_with_params_json_and_headers(
     assert json.loads(raw.body)["content_type"] == "application/x-thing"
 
 
-async def test_connections_are_kept_alive_and_reused(client: NativeHttpClient, echo: RunningServer) -> None:
+async def test_connections_are_kept_alive_and_reused(client: NativeTransport, echo: RunningServer) -> None:
     ports = {(await get_json(client, echo.url, Task("/echo")))["peer_port"] for _ in range(5)}
     assert len(ports) == 1
 
 
-async def test_connection_close_is_honoured(client: NativeHttpClient, echo: RunningServer) -> None:
+async def test_connection_close_is_honoured(client: NativeTransport, echo: RunningServer) -> None:
     first = await client.request(echo.url, Task("/bye"), TIMEOUT_S)
     assert first.body == b"bye"
     # The next request may not ride on the connection the server said it would close.
@@ -111,14 +110,14 @@ async def test_connection_close_is_honoured(client: NativeHttpClient, echo: Runn
     assert all(not exchange.closed for idle in client._idle.values() for exchange in idle)
 
 
-async def test_chunked_bodies_and_error_statuses_are_read_whole(client: NativeHttpClient, echo: RunningServer) -> None:
+async def test_chunked_bodies_and_error_statuses_are_read_whole(client: NativeTransport, echo: RunningServer) -> None:
     streamed = await client.request(echo.url, Task("/stream"), TIMEOUT_S)
     assert (streamed.status, streamed.content_type, streamed.body) == (200, "text/plain", b"one two three")
     failed = await client.request(echo.url, Task("/fail"), TIMEOUT_S)
     assert (failed.status, failed.body) == (503, b"broken")
 
 
-async def test_a_body_delimited_by_the_connection_end_is_complete(client: NativeHttpClient, raw_server) -> None:
+async def test_a_body_delimited_by_the_connection_end_is_complete(client: NativeTransport, raw_server) -> None:
     async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
@@ -129,7 +128,7 @@ async def test_a_body_delimited_by_the_connection_end_is_complete(client: Native
     assert reply.body == b"until the end"
 
 
-async def test_interim_answers_are_skipped(client: NativeHttpClient, raw_server) -> None:
+async def test_interim_answers_are_skipped(client: NativeTransport, raw_server) -> None:
     async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
@@ -159,7 +158,7 @@ def kept_alive_then_dropped(seen: list[bytes]) -> Handler:
 
 
 async def test_a_dropped_kept_alive_connection_is_retried_once_for_idempotent_methods(
-    client: NativeHttpClient, raw_server
+    client: NativeTransport, raw_server
 ) -> None:
     seen: list[bytes] = []
     base = await raw_server(kept_alive_then_dropped(seen))
@@ -168,7 +167,7 @@ async def test_a_dropped_kept_alive_connection_is_retried_once_for_idempotent_me
     assert seen == [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1", b"GET /b HTTP/1.1"]
 
 
-async def test_a_dropped_kept_alive_connection_is_not_retried_for_a_post(client: NativeHttpClient, raw_server) -> None:
+async def test_a_dropped_kept_alive_connection_is_not_retried_for_a_post(client: NativeTransport, raw_server) -> None:
     seen: list[bytes] = []
     base = await raw_server(kept_alive_then_dropped(seen))
     await client.request(base, Task("/a", method="POST", body=b"1"), TIMEOUT_S)
@@ -178,7 +177,7 @@ async def test_a_dropped_kept_alive_connection_is_not_retried_for_a_post(client:
     assert seen == [b"POST /a HTTP/1.1", b"POST /b HTTP/1.1"]
 
 
-async def test_a_refused_connection_never_arrived(client: NativeHttpClient) -> None:
+async def test_a_refused_connection_never_arrived(client: NativeTransport) -> None:
     # A port nobody serves: bind a listener to get a free one, then close it.
     probe = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
     free = probe.sockets[0].getsockname()[1]
@@ -189,7 +188,7 @@ async def test_a_refused_connection_never_arrived(client: NativeHttpClient) -> N
     assert caught.value.never_arrived is True
 
 
-async def test_a_silent_server_times_out_and_its_connection_is_dropped(client: NativeHttpClient, raw_server) -> None:
+async def test_a_silent_server_times_out_and_its_connection_is_dropped(client: NativeTransport, raw_server) -> None:
     release = asyncio.Event()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
@@ -228,49 +227,49 @@ async def test_busy_connections_are_capped_at_the_limit(raw_server) -> None:
             await writer.drain()
 
     base = await raw_server(slow)
-    async with aiohttp.ClientSession() as session:
-        native = NativeHttpClient(AiohttpUpstream(session), limit=2)
-        replies = await asyncio.gather(*(native.request(base, Task("/"), TIMEOUT_S) for _ in range(6)))
-        await native.close()
+    native = NativeTransport(limit=2)
+    replies = await asyncio.gather(*(native.request(base, Task("/"), TIMEOUT_S) for _ in range(6)))
+    await native.close()
     assert [reply.status for reply in replies] == [200] * 6
     assert peak == 2
 
 
-async def test_header_injection_is_refused(client: NativeHttpClient, echo: RunningServer) -> None:
+async def test_header_injection_is_refused(client: NativeTransport, echo: RunningServer) -> None:
     with pytest.raises(InvalidRequest, match="control characters"):
         await client.request(echo.url, Task("/echo", headers={"X-Evil": "a\r\nHost: elsewhere"}), TIMEOUT_S)
 
 
-async def test_unsafe_path_characters_are_percent_encoded(client: NativeHttpClient, raw_server) -> None:
+async def test_unsafe_path_characters_are_percent_encoded(client: NativeTransport, raw_server) -> None:
     seen: list[bytes] = []
     base = await raw_server(kept_alive_then_dropped(seen))
     await client.request(base, Task("/a b/ü?x=1"), TIMEOUT_S)
     assert seen == [b"GET /a%20b/%C3%BC?x=1 HTTP/1.1"]
 
 
-async def test_head_requests_go_to_the_aiohttp_fallback(client: NativeHttpClient, echo: RunningServer) -> None:
-    reply = await client.request(echo.url, Task("/bye", method="HEAD"), TIMEOUT_S)
+async def test_head_requests_go_to_the_aiohttp_transport(client: NativeTransport, echo: RunningServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        router = TransportRouter(client, AiohttpUpstream(session))
+        reply = await router.request(echo.url, Task("/bye", method="HEAD"), TIMEOUT_S)
     assert (reply.status, reply.body) == (200, b"")
-    assert not client._idle  # the native client never opened a connection for it
+    assert not client._idle  # the native transport never opened a connection for it
 
 
 async def test_idle_connections_are_pruned_after_their_keepalive(echo: RunningServer) -> None:
-    async with aiohttp.ClientSession() as session:
-        lasting = NativeHttpClient(AiohttpUpstream(session), keepalive_s=30.0)
-        expiring = NativeHttpClient(AiohttpUpstream(session), keepalive_s=0.0)
-        for native in (lasting, expiring):
-            await native.request(echo.url, Task("/echo"), TIMEOUT_S)
-        assert lasting.prune_idle() == 0 and sum(map(len, lasting._idle.values())) == 1
-        assert expiring.prune_idle() == 1 and not expiring._idle
-        # An expired connection is never reused: the next request opens a new one.
-        first = await get_json(expiring, echo.url, Task("/echo"))
-        second = await get_json(expiring, echo.url, Task("/echo"))
-        assert first["peer_port"] != second["peer_port"]
-        for native in (lasting, expiring):
-            await native.close()
+    lasting = NativeTransport(keepalive_s=30.0)
+    expiring = NativeTransport(keepalive_s=0.0)
+    for native in (lasting, expiring):
+        await native.request(echo.url, Task("/echo"), TIMEOUT_S)
+    assert lasting.prune_idle() == 0 and sum(map(len, lasting._idle.values())) == 1
+    assert expiring.prune_idle() == 1 and not expiring._idle
+    # An expired connection is never reused: the next request opens a new one.
+    first = await get_json(expiring, echo.url, Task("/echo"))
+    second = await get_json(expiring, echo.url, Task("/echo"))
+    assert first["peer_port"] != second["peer_port"]
+    for native in (lasting, expiring):
+        await native.close()
 
 
-async def test_plain_request_bytes_are_built_once_and_kept_bounded(client: NativeHttpClient) -> None:
+async def test_plain_request_bytes_are_built_once_and_kept_bounded(client: NativeTransport) -> None:
     origin = client._origin("http://127.0.0.1:9")
     assert origin is not None
     first = client._message(origin, Task("/square/2"))
@@ -301,14 +300,13 @@ async def test_an_answer_larger_than_the_limit_is_refused(raw_server, framing: s
 
     base = await raw_server(big)
     async with aiohttp.ClientSession() as session:
-        fallback = AiohttpUpstream(session, max_body=10_000)
-        upstream = NativeHttpClient(fallback, max_body=10_000) if which == "native" else fallback
+        upstream = NativeTransport(max_body=10_000) if which == "native" else AiohttpUpstream(session, max_body=10_000)
         with pytest.raises(UpstreamUnreachable, match="larger than 10000 bytes"):
             await upstream.request(base, Task("/"), TIMEOUT_S)
         await upstream.close()
         # Within the limit, the same answer is read whole.
         roomy = AiohttpUpstream(session, max_body=len(body))
-        upstream = NativeHttpClient(roomy, max_body=len(body)) if which == "native" else roomy
+        upstream = NativeTransport(max_body=len(body)) if which == "native" else roomy
         assert (await upstream.request(base, Task("/"), TIMEOUT_S)).body == body
         await upstream.close()
 

@@ -21,9 +21,9 @@ import pytest
 import raw_http
 from raw_http import CLIENTS, TIMEOUT_S, Handler, UpstreamFactory, next_request, read_request, request_line
 
-from offload.native_http import NativeHttpClient, Origin, _Exchange
 from offload.tasks import Task
-from offload.upstream import InvalidRequest, UpstreamAnswerRefused, UpstreamReply, UpstreamUnreachable
+from offload.transports import InvalidRequest, UpstreamAnswerRefused, UpstreamReply, UpstreamUnreachable
+from offload.transports.native import NativeTransport, Origin, _Exchange
 
 # The fixtures: servers that answer with exactly the bytes a test writes, and either client.
 raw_server = raw_http.raw_server
@@ -183,7 +183,7 @@ async def test_bytes_arriving_while_idle_close_the_connection(
 
     base = await raw_server(handler)
     client = await upstreams("native")
-    assert isinstance(client, NativeHttpClient)
+    assert isinstance(client, NativeTransport)
     assert (await client.request(base, Task("/first"), TIMEOUT_S)).body == b"hello"
     idle = [exchange for pool in client._idle.values() for exchange in pool]
     assert len(idle) == 1 and not idle[0].closed
@@ -627,7 +627,7 @@ async def test_a_request_that_gives_up_waiting_for_a_connection_leaves_the_slots
 
     base = await raw_server(slow_first)
     client = await upstreams("native", limit=1)
-    assert isinstance(client, NativeHttpClient)
+    assert isinstance(client, NativeTransport)
     slow = asyncio.create_task(client.request(base, Task("/slow"), TIMEOUT_S))
     await asyncio.wait_for(arrived.wait(), TIMEOUT_S)
     with pytest.raises(TimeoutError):

@@ -22,7 +22,6 @@ from .addresses import host_port, normalize_url
 from .advertised import AddressAllowlist
 from .errors import OffloadError
 from .health import Prober, ProbeResult, fetch_server_list, probe_all
-from .native_http import NativeHttpClient
 from .policies import BUILTIN_POLICIES, Policy, PolicyFactory
 from .registry import Pool, Registry, Server
 from .retry_budget import RetryBudget
@@ -33,7 +32,7 @@ from .stalls import StallWatch
 from .stats import LatencyWindow
 from .tasks import OffloadResult, Task
 from .throughput import CounterStorage, SlidingWindowCounter
-from .upstream import AiohttpUpstream, UpstreamClient
+from .transports import AiohttpUpstream, NativeTransport, Transport, TransportRouter
 
 __all__ = ["Engine", "OffloadResult", "PoolUpdate", "Task"]
 
@@ -78,7 +77,15 @@ class PoolRuntime:
 
 
 class Engine:
-    """Owns the HTTP session, the registry's live state and the per-pool decisions."""
+    """Owns the HTTP session, the registry's live state and the per-pool decisions.
+
+    Tasks are sent with ``transport`` when one is given (a
+    :class:`~offload.transports.FakeTransport` in tests, say; the engine closes
+    it on :meth:`close`); otherwise :meth:`start` builds the default one, a
+    :class:`~offload.transports.TransportRouter` over the native and aiohttp
+    transports (aiohttp alone with ``upstream_client = "aiohttp"``). Health
+    probes and server lists always go over the aiohttp session.
+    """
 
     def __init__(
         self,
@@ -87,6 +94,7 @@ class Engine:
         *,
         policies: Mapping[str, PolicyFactory] | None = None,
         rng: random.Random | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.registry = registry
         self.gateway = gateway
@@ -98,7 +106,8 @@ class Engine:
         # Custom health probes by pool name (from plugins); others get the HTTP probe.
         self.probers: dict[str, Prober] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._client: UpstreamClient | None = None
+        self._given_transport = transport
+        self._client: Transport | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self.stall_watch = StallWatch(registry, self.probe_one, gateway.probe_timeout_s)
         self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
@@ -135,14 +144,14 @@ class Engine:
         return self._session
 
     @property
-    def client(self) -> UpstreamClient:
-        """The client tasks are sent with (only between start and close)."""
+    def client(self) -> Transport:
+        """The transport tasks are sent with (only between start and close)."""
         if self._client is None:
             raise RuntimeError("engine is not started")
         return self._client
 
     async def start(self) -> None:
-        """Open the session and the task client, load remote server lists, probe once, then keep probing."""
+        """Open the session and the transport, load remote server lists, probe once, then keep probing."""
         connector = aiohttp.TCPConnector(limit=self.gateway.max_connections, keepalive_timeout=KEEPALIVE_S)
         # No cookie jar (edges are not browsers' peers; a jar only costs time per request) and
         # no automatic decompression (edges answer uncompressed, and bodies are relayed as they are).
@@ -153,24 +162,27 @@ class Engine:
             # Fewer headers to build and send on every call; edges need none of them.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
-        max_body, max_header_bytes = self.gateway.max_response_bytes, self.gateway.max_response_header_bytes
-        fallback = AiohttpUpstream(self._session, max_body=max_body, max_header_bytes=max_header_bytes)
-        if self.gateway.upstream_client == "native":
-            self._client = NativeHttpClient(
-                fallback,
-                limit=self.gateway.max_connections,
-                keepalive_s=KEEPALIVE_S,
-                max_body=max_body,
-                max_header_bytes=max_header_bytes,
-            )
-        else:
-            self._client = fallback
+        self._client = self._given_transport or self._default_transport(self._session)
         for pool in self.registry.pools.values():
             if pool.config.servers_url:
                 await self.load_server_list(pool)
         await self.probe_now()
         self._probe_task = asyncio.create_task(self._probe_forever(), name="offload-health-probes")
         self.stall_watch.start()
+
+    def _default_transport(self, session: aiohttp.ClientSession) -> Transport:
+        """Native for plain ``http://`` and aiohttp (over ``session``) for the rest, or aiohttp for all."""
+        max_body, max_header_bytes = self.gateway.max_response_bytes, self.gateway.max_response_header_bytes
+        general = AiohttpUpstream(session, max_body=max_body, max_header_bytes=max_header_bytes)
+        if self.gateway.upstream_client != "native":
+            return general
+        native = NativeTransport(
+            limit=self.gateway.max_connections,
+            keepalive_s=KEEPALIVE_S,
+            max_body=max_body,
+            max_header_bytes=max_header_bytes,
+        )
+        return TransportRouter(native, general)
 
     async def load_server_list(self, pool: Pool) -> None:
         """Fill ``pool`` from its ``servers_url``; on failure keep the configured servers."""

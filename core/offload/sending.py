@@ -15,7 +15,7 @@ from . import safe_json
 from .errors import OffloadError
 from .registry import Pool, Server
 from .tasks import Task
-from .upstream import InvalidRequest, UpstreamAnswerRefused, UpstreamClient, UpstreamUnreachable
+from .transports.base import InvalidRequest, Transport, UpstreamAnswerRefused, UpstreamUnreachable
 
 # Bytes of an upstream's error body quoted back to the caller.
 ERROR_BODY_EXCERPT = 200
@@ -31,7 +31,7 @@ class AttemptFailed(OffloadError):
 
 
 async def send_once(
-    client: UpstreamClient, pool: Pool, target: Server, task: Task, timeout_s: float, *, movable: bool = False
+    client: Transport, pool: Pool, target: Server, task: Task, timeout_s: float, *, movable: bool = False
 ) -> tuple[int, Any, float]:
     """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`.
 

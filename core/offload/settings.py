@@ -53,7 +53,7 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "advertised_networks": list(DEFAULT_NETWORKS),
     "advertised_ports": list(DEFAULT_PORTS),
 }
-# The clients tasks can be sent with (see offload.upstream).
+# The clients tasks can be sent with (see offload.transports).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
 
 
