@@ -21,7 +21,7 @@ EdgeFactory = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
-def edge(test_server: ServerFactory) -> EdgeFactory:
+def edge(offload_server: ServerFactory) -> EdgeFactory:
     """Factory: ``server = await edge("edge1", delay_ms=5, peers=[...])`` — a real edge node."""
 
     async def start(
@@ -40,7 +40,7 @@ def edge(test_server: ServerFactory) -> EdgeFactory:
             chain=chain,
             chain_upstream=chain_upstream,
         )
-        return await test_server(create_edge_app(config))
+        return await offload_server(create_edge_app(config))
 
     return start
 
@@ -69,7 +69,7 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest_asyncio.fixture
-async def gateway(test_server: ServerFactory) -> AsyncIterator[GatewayFactory]:
+async def gateway(offload_server: ServerFactory) -> AsyncIterator[GatewayFactory]:
     """Factory: ``gw = await gateway({"plugins": {"math": {...}}}, extra_plugins=...)``.
 
     The gateway's operator token is :data:`TEST_TOKEN` unless ``api_token=`` says otherwise.
@@ -79,7 +79,7 @@ async def gateway(test_server: ServerFactory) -> AsyncIterator[GatewayFactory]:
         async def start(document: dict[str, Any], **create_kwargs: Any) -> Gateway:
             settings = parse_settings(document, source="test plugins.toml")
             create_kwargs.setdefault("api_token", TEST_TOKEN)
-            server = await test_server(create_app(settings, **create_kwargs))
+            server = await offload_server(create_app(settings, **create_kwargs))
             client = aiohttp.ClientSession(base_url=server.url)
             stack.push_async_callback(client.close)
             operator = aiohttp.ClientSession(base_url=server.url, headers=OPERATOR_HEADERS)

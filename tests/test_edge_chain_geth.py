@@ -330,7 +330,7 @@ async def test_block_by_hash_and_storage(edge: EdgeFactory, web3_client: Web3Fac
 # --------------------------------------------------------------------------- relays
 
 
-async def test_relay_does_not_follow_redirects(edge: EdgeFactory, test_server: ServerFactory) -> None:
+async def test_relay_does_not_follow_redirects(edge: EdgeFactory, offload_server: ServerFactory) -> None:
     origin = await edge("chain", chain=True)
     # A loopback node that answers every call with a redirect: a relay must pass it on, not follow it.
     redirecting = Sanic("redirecting_chain_node")
@@ -339,7 +339,7 @@ async def test_relay_does_not_follow_redirects(edge: EdgeFactory, test_server: S
     async def moved(request: Request) -> HTTPResponse:
         return redirect(origin.make_url("/rpc"), status=307)
 
-    mover = await test_server(redirecting)
+    mover = await offload_server(redirecting)
     relay = await edge("relay", chain_upstream=mover.make_url("/rpc"))
     status, body = await post(relay.make_url("/rpc"), request(1, "eth_chainId"))
     assert status == 307 and b"result" not in body

@@ -53,9 +53,9 @@ POLL_DEADLINE_S = 20.0
 POLL_INTERVAL_S = 0.01
 
 
-async def start_edge(test_server: ServerFactory, **config: Any) -> RunningServer:
+async def start_edge(offload_server: ServerFactory, **config: Any) -> RunningServer:
     """A real edge with ``config`` (one CPU worker), served on loopback."""
-    return await test_server(create_edge_app(EdgeConfig(processes=1, **config)))
+    return await offload_server(create_edge_app(EdgeConfig(processes=1, **config)))
 
 
 async def request(
@@ -272,8 +272,8 @@ async def test_cli_chain_edge_survives_hostile_requests_and_guards_admin(tmp_pat
 # --------------------------------------------------------------------------- the operator's token
 
 
-async def test_admin_routes_are_off_without_a_token(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server)
+async def test_admin_routes_are_off_without_a_token(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server)
     status, answer = await put_delay(server, {"delay_ms": 5}, OPERATOR)
     assert status == 403 and "OFFLOAD_API_TOKEN" in answer["error"] and "--admin-token-file" in answer["error"]
     status, health, _ = await request("GET", server.make_url("/health"))
@@ -291,8 +291,8 @@ async def test_admin_routes_are_off_without_a_token(test_server: ServerFactory) 
         pytest.param({"Authorization": "Bearer"}, id="empty"),
     ],
 )
-async def test_admin_routes_need_the_token(test_server: ServerFactory, headers: dict[str, str]) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_admin_routes_need_the_token(offload_server: ServerFactory, headers: dict[str, str]) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     status, answer, reply = await request(
         "PUT",
         server.make_url("/admin/delay"),
@@ -305,8 +305,8 @@ async def test_admin_routes_need_the_token(test_server: ServerFactory, headers: 
     assert health["delay_ms"] == 0
 
 
-async def test_admin_token_is_checked_before_the_body_is_read(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_admin_token_is_checked_before_the_body_is_read(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     # A body announced but never sent: the refusal must not wait for it.
     head = b"PUT /admin/delay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     status, headers, body = await raw_exchange(server, head + b"Content-Length: 1000000\r\n\r\n")
@@ -318,21 +318,21 @@ async def test_admin_token_is_checked_before_the_body_is_read(test_server: Serve
     "payload",
     [{"delay_ms": 1e308}, {"delay_ms": 60_001}, {"delay_ms": -1}, {"delay_ms": True}, {"delay_ms": "5"}, [5], {}],
 )
-async def test_delay_must_be_within_a_minute(test_server: ServerFactory, payload: Any) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_delay_must_be_within_a_minute(offload_server: ServerFactory, payload: Any) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     status, answer = await put_delay(server, payload, OPERATOR)
     assert status == 400 and answer == {"error": 'send {"delay_ms": <number from 0 to 60000>}'}
 
 
 @pytest.mark.parametrize("body", [b'{"delay_ms": NaN}', b'{"delay_ms": Infinity}', b"\xff", b'{"delay_ms": 5'])
-async def test_delay_bodies_that_are_not_json_numbers_are_refused(test_server: ServerFactory, body: bytes) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_delay_bodies_that_are_not_json_numbers_are_refused(offload_server: ServerFactory, body: bytes) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     assert (await put_delay(server, body, OPERATOR))[0] == 400
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
-async def test_admin_put_needs_a_json_content_type(test_server: ServerFactory, content_type: str) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_admin_put_needs_a_json_content_type(offload_server: ServerFactory, content_type: str) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     status, answer, _ = await request(
         "PUT",
         server.make_url("/admin/delay"),
@@ -344,14 +344,14 @@ async def test_admin_put_needs_a_json_content_type(test_server: ServerFactory, c
     assert health["delay_ms"] == 0
 
 
-async def test_admin_body_is_small(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_admin_body_is_small(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     status, answer = await put_delay(server, b'{"delay_ms": 5, "pad": "' + b"x" * 2000 + b'"}', OPERATOR)
     assert status == 413 and "1024" in answer["error"]
 
 
-async def test_an_operator_can_always_undo_a_delay(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, admin_token=TOKEN)
+async def test_an_operator_can_always_undo_a_delay(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, admin_token=TOKEN)
     status, answer = await put_delay(server, {"delay_ms": 60_000}, OPERATOR)
     assert (status, answer) == (200, {"delay_ms": 60_000})
     # /admin skips the simulated link: with a minute of delay in force this answers at once.
@@ -521,8 +521,8 @@ async def test_local_and_same_origin_requests_pass(edge: EdgeFactory, headers: d
     assert status == 200 and answer["result"].startswith("0x")
 
 
-async def test_own_origin_passes_and_other_ports_do_not(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server)
+async def test_own_origin_passes_and_other_ports_do_not(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server)
     own = f"http://127.0.0.1:{server.port}"
     status, _, _ = await request("GET", server.make_url("/health"), headers={"Origin": own})
     assert status == 200
@@ -535,8 +535,8 @@ async def test_own_origin_passes_and_other_ports_do_not(test_server: ServerFacto
         assert status == 403, origin
 
 
-async def test_host_edge_cases_on_the_wire(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server)
+async def test_host_edge_cases_on_the_wire(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server)
     # No Host at all (HTTP/1.0): no browser sends that.
     status, _, body = await raw_exchange(server, b"GET /health HTTP/1.0\r\n\r\n")
     assert status == 200 and json.loads(body)["status"] == "ok"
@@ -547,8 +547,8 @@ async def test_host_edge_cases_on_the_wire(test_server: ServerFactory) -> None:
     assert status == 403 and "host not allowed" in json.loads(body)["error"]
 
 
-async def test_refusals_come_before_the_body_and_the_delay(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, delay_ms=1_500)
+async def test_refusals_come_before_the_body_and_the_delay(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, delay_ms=1_500)
     started = time.perf_counter()
     head = b"GET /tasks/nthprime/5 HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json\r\n"
     status, _, body = await raw_exchange(server, head + b"Content-Length: 3000000\r\n\r\n")
@@ -578,8 +578,8 @@ async def test_bodies_over_the_limit_are_413_without_being_read(edge: EdgeFactor
     assert json.loads(body) == {"error": f"request body larger than this edge accepts ({4 * 1024 * 1024} bytes)"}
 
 
-async def test_body_limit_is_configurable(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, chain=True, max_body_bytes=2048)
+async def test_body_limit_is_configurable(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, chain=True, max_body_bytes=2048)
     status, answer, _ = await rpc(server.make_url("/rpc"), call("x" * 1800, "eth_chainId"))
     assert status == 200 and answer["result"].startswith("0x")
     head = b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2049\r\n\r\n"
@@ -587,9 +587,9 @@ async def test_body_limit_is_configurable(test_server: ServerFactory) -> None:
     assert status == 413 and "2048" in json.loads(body)["error"]
 
 
-async def test_a_body_that_stalls_is_cut_off(test_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_body_that_stalls_is_cut_off(offload_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edge_app, "REQUEST_TIMEOUT_S", 0.5)
-    server = await start_edge(test_server, admin_token=TOKEN)
+    server = await start_edge(offload_server, admin_token=TOKEN)
     head = (
         b"PUT /admin/delay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n".encode()
@@ -694,8 +694,8 @@ async def test_the_chain_is_intact_after_aborted_calls(edge: EdgeFactory) -> Non
 COUNTDOWN = "0x6108005b600190038060035700"
 
 
-async def test_gas_above_the_cap_is_lowered_to_it(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, chain=True, rpc_gas_cap=60_000)
+async def test_gas_above_the_cap_is_lowered_to_it(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, chain=True, rpc_gas_cap=60_000)
     url = server.make_url("/rpc")
     # 30 M gas asked for, 60 000 given (a creation takes 53 000 up front): the loop runs out
     # of gas in milliseconds instead of timing out.
@@ -710,8 +710,8 @@ async def test_gas_above_the_cap_is_lowered_to_it(test_server: ServerFactory) ->
     assert status == 200 and answer["result"] == hex(21_000)
 
 
-async def test_call_timeout_is_configurable(test_server: ServerFactory) -> None:
-    server = await start_edge(test_server, chain=True, call_timeout_s=0.25)
+async def test_call_timeout_is_configurable(offload_server: ServerFactory) -> None:
+    server = await start_edge(offload_server, chain=True, call_timeout_s=0.25)
     status, answer, elapsed = await rpc(server.make_url("/rpc"), call(1, "eth_call", {"data": LOOP}, "latest"))
     assert status == 200 and answer["error"] == {"code": -32000, "message": "execution aborted (timeout = 250ms)"}
     assert 0.2 < elapsed < 1.5
@@ -721,9 +721,9 @@ async def test_call_timeout_is_configurable(test_server: ServerFactory) -> None:
 
 
 async def test_abuse_is_logged_in_one_line_at_most_and_never_with_a_traceback(
-    test_server: ServerFactory, caplog: pytest.LogCaptureFixture
+    offload_server: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await start_edge(test_server, chain=True, admin_token=TOKEN)
+    server = await start_edge(offload_server, chain=True, admin_token=TOKEN)
     url = server.make_url("/rpc")
     caplog.clear()
     with caplog.at_level(logging.DEBUG):

@@ -341,7 +341,7 @@ async def test_a_request_that_is_never_finished_is_timed_out(edge: EdgeFactory, 
 
 @pytest.mark.parametrize("upstream_client", ["native", "aiohttp"])
 async def test_redirects_from_an_edge_are_never_followed(
-    test_server: Any, gateway: GatewayFactory, upstream_client: str
+    offload_server: Any, gateway: GatewayFactory, upstream_client: str
 ) -> None:
     from sanic import Request, Sanic, response
 
@@ -353,14 +353,14 @@ async def test_redirects_from_an_edge_are_never_followed(
         hits.append(path)
         return response.text("followed")
 
-    target_server = await test_server(target)
+    target_server = await offload_server(target)
     rogue = Sanic(f"rogue_edge_{upstream_client}")
 
     @rogue.route("/<path:path>")
     async def redirect(request: Request, path: str) -> Any:
         return response.redirect(target_server.make_url("/" + path), status=302)
 
-    rogue_server = await test_server(rogue)
+    rogue_server = await offload_server(rogue)
     gw = await gateway(
         {
             "gateway": {"upstream_client": upstream_client},

@@ -71,8 +71,8 @@ def echo_app() -> Sanic:
 
 
 @pytest_asyncio.fixture
-async def echo(test_server: ServerFactory) -> RunningServer:
-    return await test_server(echo_app())
+async def echo(offload_server: ServerFactory) -> RunningServer:
+    return await offload_server(echo_app())
 
 
 async def get_json(client: NativeTransport, base: str, task: Task) -> dict[str, Any]:

@@ -34,8 +34,8 @@ Access and errors:
 * ``OffloadError``: a task could not be answered; rendered as a JSON error with its ``status``.
 * ``ConfigError``: configuration or plugin setup is wrong; the message says what to fix.
 
-Building a gateway (e.g. in a plugin's tests, with the pytest fixtures ``sanic_client``,
-``test_client`` and ``test_server`` this package installs):
+Building a gateway (e.g. in a plugin's tests, with the pytest fixtures ``offload_client``
+and ``offload_server`` this package installs):
 
 * ``parse_settings``: settings from a parsed plugins.toml document (a dict).
 * ``create_app``: the gateway's Sanic app for those settings.
