@@ -7,29 +7,26 @@ HTTP call relative to a server's base URL and get back the result envelope.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 import aiohttp
 
-from .addresses import host_port, normalize_url
 from .advertised import AddressAllowlist
+from .balancer import PoolRuntime
 from .errors import OffloadError
-from .health import Prober, ProbeResult, fetch_server_list, probe_all
-from .policies import BUILTIN_POLICIES, Policy, PolicyFactory
+from .health import Prober, ProbeResult, fetch_server_list
+from .membership import PoolUpdate, merge_advertised
+from .monitor import HealthMonitor
+from .policies import BUILTIN_POLICIES, PolicyFactory
 from .registry import Pool, Registry, Server
-from .retry_budget import RetryBudget
 from .selection import Choice, choose, eligible, no_server_error
-from .sending import AttemptFailed, send_once
-from .settings import GatewaySettings, ServerSpec
+from .sending import Attempt, AttemptFailed, send_once
+from .settings import GatewaySettings
 from .stalls import StallWatch
-from .stats import LatencyWindow
 from .tasks import OffloadResult, Task
 from .throughput import CounterStorage, SlidingWindowCounter
 from .transports import AiohttpUpstream, NativeTransport, Transport, TransportRouter
@@ -41,43 +38,15 @@ log = logging.getLogger("offload.engine")
 # Idle upstream connections are closed after this long, well before the edges' own
 # keep-alive timeout (Sanic's default is 120 s), so a reused connection is rarely a dead one.
 KEEPALIVE_S = 30.0
-# Hedging delay while a pool has no latency history yet.
-DEFAULT_HEDGE_DELAY_S = 0.05
-
-
-@dataclass(frozen=True)
-class PoolUpdate:
-    """What updating a pool from a list of addresses did."""
-
-    kept: list[str]
-    dropped: dict[str, str]  # address -> why
-
-
-@dataclass
-class PoolCounters:
-    """What the engine did beyond a plain request, per pool (shown by ``GET /servers``)."""
-
-    retries: int = 0
-    retries_refused_by_budget: int = 0
-    hedges: int = 0
-    hedges_won: int = 0
-    fail_open: int = 0
-    moved_off_hung_servers: int = 0
-
-
-@dataclass
-class PoolRuntime:
-    """The engine's per-pool machinery."""
-
-    policy: Policy
-    meter: SlidingWindowCounter
-    budget: RetryBudget
-    latencies: LatencyWindow
-    counters: PoolCounters
 
 
 class Engine:
-    """Owns the HTTP session, the registry's live state and the per-pool decisions.
+    """Decides where each task runs and sends it there; owns the session, transport and background watchers.
+
+    Probing is :class:`~offload.monitor.HealthMonitor`'s, pool membership
+    :mod:`offload.membership`'s, per-pool state :class:`~offload.balancer.PoolRuntime`'s
+    and hung-server detection :class:`~offload.stalls.StallWatch`'s: the engine
+    wires them together and runs the retry and hedge loop.
 
     Tasks are sent with ``transport`` when one is given (a
     :class:`~offload.transports.FakeTransport` in tests, say; the engine closes
@@ -103,12 +72,11 @@ class Engine:
         self.runtime: dict[str, PoolRuntime] = {}
         for pool in registry.pools.values():
             self.configure_pool(pool)
-        # Custom health probes by pool name (from plugins); others get the HTTP probe.
-        self.probers: dict[str, Prober] = {}
         self._session: aiohttp.ClientSession | None = None
         self._given_transport = transport
         self._client: Transport | None = None
-        self._probe_task: asyncio.Task[None] | None = None
+        # Idle upstream connections do not outlive their keep-alive time (nor their server's removal).
+        self.monitor = HealthMonitor(registry, gateway, lambda: self.session, lambda: self.client.prune_idle())
         self.stall_watch = StallWatch(registry, self.probe_one, gateway.probe_timeout_s)
         self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
 
@@ -119,15 +87,7 @@ class Engine:
         if factory is None:
             known = ", ".join(sorted(self.policy_factories))
             raise ValueError(f"pool {pool.name!r}: unknown policy {config.policy!r}; choose one of: {known}")
-        self.runtime[pool.name] = PoolRuntime(
-            policy=factory(self.rng),
-            meter=SlidingWindowCounter(config.window_s),
-            budget=RetryBudget(
-                ratio=config.retry_budget, min_per_s=config.retry_min_per_s, window_s=config.retry_window_s
-            ),
-            latencies=LatencyWindow(),
-            counters=PoolCounters(),
-        )
+        self.runtime[pool.name] = PoolRuntime.for_pool(config, factory, self.rng)
 
     def use_meter_storage(self, pool_name: str, storage: CounterStorage) -> None:
         """Count the pool's local requests in ``storage`` (shared by all worker processes)."""
@@ -135,6 +95,11 @@ class Engine:
         runtime.meter = SlidingWindowCounter(runtime.meter.window_s, storage=storage)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def probers(self) -> dict[str, Prober]:
+        """Custom health probes by pool name (from plugins); other pools get the HTTP probe."""
+        return self.monitor.probers
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -167,7 +132,7 @@ class Engine:
             if pool.config.servers_url:
                 await self.load_server_list(pool)
         await self.probe_now()
-        self._probe_task = asyncio.create_task(self._probe_forever(), name="offload-health-probes")
+        self.monitor.start()
         self.stall_watch.start()
 
     def _default_transport(self, session: aiohttp.ClientSession) -> Transport:
@@ -200,11 +165,7 @@ class Engine:
     async def close(self) -> None:
         """Stop probing and watching, and close the session."""
         await self.stall_watch.stop()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
-            self._probe_task = None
+        await self.monitor.stop()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -214,33 +175,11 @@ class Engine:
 
     async def probe_now(self) -> None:
         """Probe every server of every pool once, all pools at the same time."""
-        gateway = self.gateway
-        await asyncio.gather(
-            *(
-                probe_all(
-                    self.session, pool.servers, gateway.probe_path, gateway.probe_timeout_s, self.probers.get(pool.name)
-                )
-                for pool in self.registry.pools.values()
-                if pool.servers
-            )
-        )
+        await self.monitor.probe_now()
 
     async def probe_one(self, pool: Pool, server: Server, timeout_s: float) -> ProbeResult:
         """Probe one server of ``pool`` now (with the pool's own probe, if a plugin gave one) and record it."""
-        results = await probe_all(
-            self.session, [server], self.gateway.probe_path, timeout_s, self.probers.get(pool.name)
-        )
-        return results[0]
-
-    async def _probe_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.gateway.probe_interval_s)
-            try:
-                await self.probe_now()
-            except Exception:  # a probe round must never kill the loop
-                log.exception("health probe round failed")
-            # Idle upstream connections do not outlive their keep-alive time (nor their server's removal).
-            self.client.prune_idle()
+        return await self.monitor.probe_one(pool, server, timeout_s)
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -291,7 +230,7 @@ class Engine:
             if choice.fail_open:
                 runtime.counters.fail_open += 1
             try:
-                status, data, target = await self._attempt(pool, choice, task, deadline, tried, flexible)
+                answer = await self._attempt(pool, choice, task, deadline, tried, flexible)
                 break
             except AttemptFailed as failure:
                 tried.add(failure.server or choice.server.name)
@@ -304,9 +243,9 @@ class Engine:
                 runtime.counters.retries += 1
                 choice = next_choice
         return OffloadResult(
-            data=data,
-            server=target.name,
-            status_code=status,
+            data=answer.data,
+            server=answer.server.name,
+            status_code=answer.status,
             throughput=runtime.meter.count(),
             time=time.perf_counter() - started,
         )
@@ -342,14 +281,13 @@ class Engine:
 
     async def _attempt(
         self, pool: Pool, choice: Choice, task: Task, deadline: float, tried: set[str], may_hedge: bool
-    ) -> tuple[int, Any, Server]:
+    ) -> Attempt:
         """One attempt, raced by a hedge on a second server when hedging is on and the first is slow."""
         first = self._send(pool, choice.server, task, deadline, movable=may_hedge)
         if not (may_hedge and pool.config.hedge and not choice.fail_open):
-            status, data = await first
-            return status, data, choice.server
+            return await first
         runtime = self.runtime[pool.name]
-        contenders: dict[asyncio.Future[tuple[int, Any]], Server] = {asyncio.ensure_future(first): choice.server}
+        contenders: dict[asyncio.Future[Attempt], Server] = {asyncio.ensure_future(first): choice.server}
         try:
             done, _ = await asyncio.wait(set(contenders), timeout=self.hedge_delay(pool))
             if not done:
@@ -368,11 +306,9 @@ class Engine:
                 for future in done:
                     error = future.exception()
                     if error is None:
-                        winner = contenders[future]
-                        if winner is not choice.server:
+                        if contenders[future] is not choice.server:
                             runtime.counters.hedges_won += 1
-                        status, data = future.result()
-                        return status, data, winner
+                        return future.result()
                     if not isinstance(error, AttemptFailed):
                         raise error
                     tried.add(contenders[future].name)
@@ -386,7 +322,7 @@ class Engine:
                     future.cancel()
             await asyncio.gather(*contenders, return_exceptions=True)
 
-    async def _send(self, pool: Pool, target: Server, task: Task, deadline: float, *, movable: bool) -> tuple[int, Any]:
+    async def _send(self, pool: Pool, target: Server, task: Task, deadline: float, *, movable: bool) -> Attempt:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             raise AttemptFailed(
@@ -395,64 +331,19 @@ class Engine:
         runtime = self.runtime[pool.name]
         if target.local:
             runtime.meter.record()
-        status, data, elapsed = await send_once(self.client, pool, target, task, remaining, movable=movable)
-        runtime.latencies.add(elapsed)
-        return status, data
+        answer = await send_once(self.client, pool, target, task, remaining, movable=movable)
+        runtime.latencies.add(answer.elapsed_s)
+        return answer
 
     def hedge_delay(self, pool: Pool) -> float:
         """Seconds to wait before hedging: configured, or the pool's observed p95."""
-        if pool.config.hedge_after_ms > 0:
-            return pool.config.hedge_after_ms / 1000
-        p95 = self.runtime[pool.name].latencies.quantile(0.95)
-        return DEFAULT_HEDGE_DELAY_S if math.isnan(p95) else p95
+        return self.runtime[pool.name].hedge_delay(pool.config)
 
     # -- changing pools ----------------------------------------------------------------------
 
     async def update_pool_from_list(self, pool_name: str, addresses: Iterable[str]) -> PoolUpdate:
-        """Merge advertised ``addresses`` into the pool, keeping only those that pass a probe.
-
-        The servers configured in plugins.toml always stay, with their names and
-        ``local`` flags: an advertised list (which an edge, not the operator,
-        writes) only adds servers, and only the ones it added before can be
-        dropped again when they fail a probe. An address outside the
-        ``[gateway]`` advertised networks and ports is dropped with the reason,
-        before anything is sent to it. Duplicates (by address) collapse.
-        """
+        """Merge advertised ``addresses`` into the pool (see :func:`offload.membership.merge_advertised`)."""
         pool = self.registry.pool(pool_name)
-        dropped: dict[str, str] = {}
-        configured = [ServerSpec(s.name, s.url, s.local) for s in pool.servers if pool.is_configured(s)]
-        discovered: dict[str, ServerSpec] = {
-            server.url: ServerSpec(server.name, server.url, server.local)
-            for server in pool.servers
-            if not pool.is_configured(server)
-        }
-        for address in addresses:
-            try:
-                url = normalize_url(address, pool.config.default_port)
-            except ValueError as exc:
-                dropped[str(address)[:200]] = str(exc)
-                continue
-            if url in pool.configured_urls or url in discovered:
-                continue
-            refusal = self.advertised.refusal(url)
-            if refusal is not None:
-                dropped[host_port(url)] = f"refused: {refusal}"
-                continue
-            discovered[url] = ServerSpec(host_port(url), url)
-        trial = [pool.new_server(spec.name, spec.url, spec.local) for spec in discovered.values()]
-        results = await probe_all(
-            self.session, trial, self.gateway.probe_path, self.gateway.probe_timeout_s, self.probers.get(pool.name)
+        return await merge_advertised(
+            pool, addresses, self.advertised, lambda servers: self.monitor.probe(pool, servers)
         )
-        keep = list(configured)
-        for spec, result in zip(discovered.values(), results, strict=True):
-            if result.ok:
-                keep.append(spec)
-            else:
-                dropped[host_port(spec.url)] = result.error or "probe failed"
-        pool.replace(keep)
-        # Fresh probe results for the discovered servers that stay, new ones included.
-        for server, probed in zip(trial, results, strict=True):
-            live = pool.find(server.url)
-            if live is not None:
-                live.record_probe(probed.ok, probed.latency_s, probed.error, probed.height)
-        return PoolUpdate(kept=pool.addresses(), dropped=dropped)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from . import safe_json
@@ -19,6 +20,16 @@ from .transports.base import InvalidRequest, Transport, UpstreamAnswerRefused, U
 
 # Bytes of an upstream's error body quoted back to the caller.
 ERROR_BODY_EXCERPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One answered attempt: who answered, with what status and (decoded) data, in how long."""
+
+    server: Server
+    status: int
+    data: Any
+    elapsed_s: float
 
 
 class AttemptFailed(OffloadError):
@@ -32,8 +43,8 @@ class AttemptFailed(OffloadError):
 
 async def send_once(
     client: Transport, pool: Pool, target: Server, task: Task, timeout_s: float, *, movable: bool = False
-) -> tuple[int, Any, float]:
-    """One HTTP call; returns (status, decoded body, seconds) or raises :class:`AttemptFailed`.
+) -> Attempt:
+    """One HTTP call; returns the :class:`Attempt` or raises :class:`AttemptFailed`.
 
     A ``movable`` attempt (one the engine may retry elsewhere) is abandoned when
     its server is found hung (see :mod:`offload.stalls`): it fails at once
@@ -100,7 +111,7 @@ async def send_once(
             details={"upstream_status": status},
         )
     target.record_success(elapsed, concurrency)
-    return status, decode_body(text, reply.content_type == "application/json"), elapsed
+    return Attempt(target, status, decode_body(text, reply.content_type == "application/json"), elapsed)
 
 
 def described(target: Server) -> str:

@@ -1,0 +1,74 @@
+"""Keeping the registry's health facts fresh: probe rounds on a timer, and one server on demand.
+
+Every ``probe_interval_s`` each server of each pool gets one bounded probe
+(a plugin's own, or ``GET probe_path``); the result is recorded on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import aiohttp
+
+from .health import Prober, ProbeResult, probe_all
+from .registry import Pool, Registry, Server
+from .settings import GatewaySettings
+
+log = logging.getLogger("offload.monitor")
+
+
+class HealthMonitor:
+    """Probes the registry's servers over an aiohttp session, once or on a timer."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        gateway: GatewaySettings,
+        session: Callable[[], aiohttp.ClientSession],
+        after_round: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.registry = registry
+        self.gateway = gateway
+        self.session = session
+        self.after_round = after_round
+        # Custom health probes by pool name (from plugins); other pools get the HTTP probe.
+        self.probers: dict[str, Prober] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def probe(self, pool: Pool, servers: list[Server], timeout_s: float | None = None) -> list[ProbeResult]:
+        """Probe ``servers`` of ``pool`` at once with the pool's probe; record and return the results."""
+        gateway = self.gateway
+        timeout = gateway.probe_timeout_s if timeout_s is None else timeout_s
+        return await probe_all(self.session(), servers, gateway.probe_path, timeout, self.probers.get(pool.name))
+
+    async def probe_now(self) -> None:
+        """Probe every server of every pool once, all pools at the same time."""
+        await asyncio.gather(*(self.probe(pool, pool.servers) for pool in self.registry.pools.values() if pool.servers))
+
+    async def probe_one(self, pool: Pool, server: Server, timeout_s: float) -> ProbeResult:
+        """Probe one server of ``pool`` now and record it."""
+        return (await self.probe(pool, [server], timeout_s))[0]
+
+    def start(self) -> None:
+        """Probe every ``probe_interval_s`` from now on (inside a running event loop)."""
+        self._task = asyncio.create_task(self._run(), name="offload-health-probes")
+
+    async def stop(self) -> None:
+        """Stop the timer (a round in progress is cancelled)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.gateway.probe_interval_s)
+            try:
+                await self.probe_now()
+            except Exception:  # a probe round must never kill the loop
+                log.exception("health probe round failed")
+            self.after_round()
