@@ -5,5 +5,5 @@
 (:mod:`.processes`, :mod:`.ports`) and drive load through them. This is tooling
 the CLI reaches, lazily, when one of those commands runs; the runtime (the
 gateway, its engine, plugins' hooks) never imports it, and
-``tests/test_devtools_boundary.py`` keeps it that way.
+``tests/core/test_devtools_boundary.py`` keeps it that way.
 """

@@ -43,7 +43,7 @@ from offload_edge.guard import host_allowed, same_origin
 
 from conftest import EdgeFactory
 
-EDGE_SERVER_DIR = Path(__file__).resolve().parents[1] / "edge_server"
+EDGE_SERVER_DIR = Path(__file__).resolve().parents[2] / "edge_server"
 TOKEN = secrets.token_urlsafe(24)
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 # An init code that loops until out of gas: JUMPDEST PUSH1 0 JUMP. An eth_call without "to" runs it.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import offload
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PLUGIN_DIRS = (ROOT / "plugins", ROOT / "tests" / "plugins")
 
 EXPECTED_PUBLIC_NAMES = {

@@ -16,7 +16,7 @@ from offload.testing import bind_loopback
 
 from conftest import EdgeFactory
 
-PLUGIN_DIR = Path(__file__).parent / "plugins" / "offload-greeter"
+PLUGIN_DIR = Path(__file__).parents[1] / "plugins" / "offload-greeter"
 
 
 def pip(*args: str) -> subprocess.CompletedProcess[str]:

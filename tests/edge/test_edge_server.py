@@ -26,7 +26,7 @@ from sanic import Request, Sanic
 from offload.testing import RunningServer, serve_app
 from offload_edge.app import EdgeConfig, create_edge_app
 
-EDGE_SERVER_DIR = Path(__file__).resolve().parents[1] / "edge_server"
+EDGE_SERVER_DIR = Path(__file__).resolve().parents[2] / "edge_server"
 
 # Generous bound for anything that polls a condition (server start-up, counters settling).
 POLL_DEADLINE_S = 10.0
