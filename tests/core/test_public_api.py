@@ -12,10 +12,18 @@ import inspect
 import re
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
 
 import offload
+from offload.pytest_plugin import ClientFactory
+
+from conftest import EdgeFactory
 
 ROOT = Path(__file__).parents[2]
 PLUGIN_DIRS = (ROOT / "plugins", ROOT / "tests" / "plugins")
@@ -144,3 +152,37 @@ def test_readme_plugin_examples_import_only_public_names() -> None:
         for line, reason in offload_import_violations(block)
     ]
     assert not problems, "README plugin examples must import only public names:\n" + "\n".join(problems)
+
+
+async def test_the_readme_plugin_and_its_test_run_as_written(
+    edge: EdgeFactory, offload_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin_code, test_code = readme_plugin_examples()
+    plugin = types.ModuleType("offload_weather")
+    exec(compile(plugin_code, "README: offload_weather/__init__.py", "exec"), plugin.__dict__)
+    monkeypatch.setitem(sys.modules, "offload_weather", plugin)
+    # The example's test, run as written except for where its edge listens (a real one, here).
+    weather_edge = await edge("weather")
+    test_code = test_code.replace("127.0.0.1:5001", f"127.0.0.1:{weather_edge.port}")
+    answers: list[aiohttp.ClientResponse] = []
+
+    async def recording(app: Any) -> aiohttp.ClientSession:
+        session = await offload_client(app)
+        original_get = session.get
+
+        async def get(path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+            answer = await original_get(path, **kwargs)
+            answers.append(answer)
+            return answer
+
+        session.get = get  # type: ignore[method-assign]
+        return session
+
+    namespace: dict[str, Any] = {}
+    exec(compile(test_code, "README: the plugin's test", "exec"), namespace)
+    await namespace["test_now"](recording)
+    assert len(answers) == 1
+    # The plugin's route answered, by way of the edge (which has no /weather task: its 404 is relayed).
+    assert answers[0].headers["X-Offload-Server"] == f"127.0.0.1:{weather_edge.port}"
+    body = await answers[0].json()
+    assert body["server"] == f"127.0.0.1:{weather_edge.port}" and body["status_code"] == 404
