@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    import aiohttp
+
     from .engine import Engine, OffloadResult, PoolUpdate, Task
     from .registry import Pool
 
@@ -56,9 +60,28 @@ class PluginContext:
         """One of the plugin's pools (the default one when ``name`` is None)."""
         return self.require_engine().registry.pool(name or self.default_pool)
 
-    async def offload(self, task: Task, *, server: str | None = None, pool: str | None = None) -> OffloadResult:
-        """Run ``task`` through the engine on the plugin's (default) pool."""
-        return await self.require_engine().offload(pool or self.default_pool, task, server=server)
+    async def offload(
+        self, task: Task, *, server: str | None = None, pool: str | None = None, exclude: Collection[str] = ()
+    ) -> OffloadResult:
+        """Run ``task`` on the best server of the plugin's (default) pool, or on ``server`` (a name or address).
+
+        Servers named in ``exclude`` are not tried (e.g. one that just failed a write).
+        """
+        return await self.require_engine().offload(pool or self.default_pool, task, server=server, exclude=exclude)
+
+    def choose(self, pool: str | None = None) -> str:
+        """The name of the server the next task of the (default) pool would go to."""
+        engine = self.require_engine()
+        return engine.choose(engine.registry.pool(pool or self.default_pool)).name
+
+    def throughput(self, pool: str | None = None) -> int:
+        """Requests the (default) pool ran locally in its current window."""
+        return self.require_engine().throughput(pool or self.default_pool)
+
+    @property
+    def http_session(self) -> aiohttp.ClientSession:
+        """The gateway's shared aiohttp session, for a plugin's own probes (never follow redirects with it)."""
+        return self.require_engine().session
 
     async def update_pool(self, addresses: list[str], pool: str | None = None) -> PoolUpdate:
         """Replace a pool's servers with those of ``addresses`` that pass a probe."""

@@ -161,7 +161,7 @@ def offload_probe(plugin: PluginContext, server: Server) -> Awaitable[ProbeResul
     """eth_blockNumber: alive, how fast, and how far along the chain."""
 
     async def probe() -> ProbeResult:
-        session = plugin.require_engine().session
+        session = plugin.http_session
         started = time.perf_counter()
         try:
             async with session.post(
@@ -231,7 +231,7 @@ class ContractRoutes:
             data=data,
             server=used[-1] if used else "",
             status_code=200,
-            throughput=self.plugin.require_engine().throughput(self.plugin.default_pool),
+            throughput=self.plugin.throughput(),
             time=time.perf_counter() - started,
         )
         reply = envelope_response(result)
@@ -341,7 +341,7 @@ class ContractRoutes:
 
         async def produce() -> Any:
             if pinned_server.get() is None:
-                pinned_server.set(self.plugin.require_engine().choose(self.plugin.pool()).name)
+                pinned_server.set(self.plugin.choose())
             return await self.service.ping()
 
         return await self.answer(request, produce)

@@ -168,8 +168,8 @@ class RpcSender:
             timeout_s=timeout_s,
         )
         # Reads are idempotent tasks: the engine retries them on another node by itself.
-        result = await self.plugin.require_engine().offload(
-            self.plugin.default_pool, task, server=server or (pinned_server.get() if use_pin else None), exclude=exclude
+        result = await self.plugin.offload(
+            task, server=server or (pinned_server.get() if use_pin else None), exclude=exclude
         )
         used = servers_used.get()
         if used is not None:

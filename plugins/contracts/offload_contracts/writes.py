@@ -75,7 +75,7 @@ class WriteAnswers:
             "data": data,
             "server": server,
             "status_code": status,
-            "throughput": self.plugin.require_engine().throughput(self.plugin.default_pool),
+            "throughput": self.plugin.throughput(),
             "time": time.perf_counter() - started,
         }
 
