@@ -186,3 +186,15 @@ async def test_the_readme_plugin_and_its_test_run_as_written(
     assert answers[0].headers["X-Offload-Server"] == f"127.0.0.1:{weather_edge.port}"
     body = await answers[0].json()
     assert body["server"] == f"127.0.0.1:{weather_edge.port}" and body["status_code"] == 404
+
+
+def test_plugins_do_not_reach_around_their_context_for_the_engine() -> None:
+    reaching = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for directory in PLUGIN_DIRS
+        for path in directory.rglob("*.py")
+        if "build" not in path.parts and not any(part.endswith(".egg-info") for part in path.parts)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "require_engine" in line or ".engine." in line
+    ]
+    assert reaching == [], "plugins use PluginContext's methods, not the engine behind it: " + ", ".join(reaching)
