@@ -191,9 +191,7 @@ async def test_the_readme_plugin_and_its_test_run_as_written(
 def test_plugins_do_not_reach_around_their_context_for_the_engine() -> None:
     reaching = [
         f"{path.relative_to(ROOT)}:{number}"
-        for directory in PLUGIN_DIRS
-        for path in directory.rglob("*.py")
-        if "build" not in path.parts and not any(part.endswith(".egg-info") for part in path.parts)
+        for path in plugin_sources()
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if "require_engine" in line or ".engine." in line
     ]
