@@ -77,7 +77,7 @@ class Engine:
         self._client: Transport | None = None
         # Idle upstream connections do not outlive their keep-alive time (nor their server's removal).
         self.monitor = HealthMonitor(registry, gateway, lambda: self.session, lambda: self.client.prune_idle())
-        self.stall_watch = StallWatch(registry, self.probe_one, gateway.probe_timeout_s)
+        self.stall_watch = StallWatch(registry, self.monitor.probe_one, gateway.probe_timeout_s)
         self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
 
     def configure_pool(self, pool: Pool) -> None:

@@ -49,12 +49,7 @@ class TransportRouter:
 
     def request(self, base_url: str, task: Task, timeout_s: float) -> Coroutine[Any, Any, UpstreamReply]:
         """See :meth:`offload.transports.base.Transport.request` (awaited as the chosen transport's call)."""
-        transport = self._by_url.get(base_url)
-        if transport is None:
-            transport = self._resolve(base_url)
-        if transport is self.native and task.method.upper() == "HEAD":
-            transport = self.general
-        return transport.request(base_url, task, timeout_s)
+        return self.transport_for(base_url, task.method).request(base_url, task, timeout_s)
 
     def prune_idle(self) -> int:
         """Close both transports' connections idle for too long; returns how many."""

@@ -1,7 +1,8 @@
 """``offload bench client``: what sending one upstream request costs each HTTP client, side by side.
 
-The engine's native client (:class:`~offload.native_http.NativeHttpClient`),
-:class:`~offload.upstream.AiohttpUpstream` over a session made like the
+The engine's default transport (a :class:`~offload.transports.TransportRouter`
+sending with :class:`~offload.transports.NativeTransport`),
+:class:`~offload.transports.AiohttpUpstream` over a session made like the
 engine's, ``httpx.AsyncClient`` and, when it is installed, ``pyreqwest`` each
 send the same fixed number of ``GET /hello`` requests from 16 concurrent tasks
 to one loopback server. The server is a minimal asyncio protocol answering a
@@ -131,11 +132,11 @@ def _engine_like_session(connections: int) -> Any:
 
 @asynccontextmanager
 async def native_client(base: str) -> Any:
-    from ...native_http import NativeHttpClient
-    from ...upstream import AiohttpUpstream
+    from ...transports import AiohttpUpstream, NativeTransport, TransportRouter
 
     async with _engine_like_session(CONCURRENCY) as session:
-        client = NativeHttpClient(AiohttpUpstream(session), limit=CONCURRENCY)
+        # Built as the engine builds its default transport: the router's cost is counted too.
+        client = TransportRouter(NativeTransport(limit=CONCURRENCY), AiohttpUpstream(session))
         task = Task("/hello")
 
         async def send() -> None:
@@ -150,7 +151,7 @@ async def native_client(base: str) -> Any:
 
 @asynccontextmanager
 async def aiohttp_client(base: str) -> Any:
-    from ...upstream import AiohttpUpstream
+    from ...transports import AiohttpUpstream
 
     async with _engine_like_session(CONCURRENCY) as session:
         client = AiohttpUpstream(session)
