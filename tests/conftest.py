@@ -110,3 +110,16 @@ async def web3_client() -> AsyncIterator[Web3Factory]:
     yield connect
     for client in clients:
         await client.provider.disconnect()
+
+
+@pytest.fixture
+def redis_server() -> Any:
+    """A real redis-server on 127.0.0.1 and a free port for one test: ``.url``, ``.port``, ``.stop()``, ``.restart()``.
+
+    Skipped without redis-server, failed instead under ``OFFLOAD_REQUIRE_REDIS=1``
+    (see tests/redis_server.py). Yields a ``redis_server.RedisServer``; imported
+    here rather than at the top so that this fixture stays one appended block.
+    """
+    from redis_server import redis_server_fixture
+
+    yield from redis_server_fixture()

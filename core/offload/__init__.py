@@ -34,6 +34,12 @@ Access and errors:
 * ``OffloadError``: a task could not be answered; rendered as a JSON error with its ``status``.
 * ``ConfigError``: configuration or plugin setup is wrong; the message says what to fix.
 
+Shared state (``PluginContext.state``, the same for every worker and replica of a gateway):
+
+* ``StateBackend``: what it offers: windowed counters, nonce leases, health verdicts, a cache.
+* ``NonceLease``: exclusive hold of one account's nonce sequence (``state.nonce_lease(account, hold_s)``).
+* ``StateUnavailable``: the shared store cannot be reached (a 503 naming why).
+
 Building a gateway (e.g. in a plugin's tests, with the pytest fixtures ``offload_client``
 and ``offload_server`` this package installs):
 
@@ -64,12 +70,14 @@ if TYPE_CHECKING:
     from .pool_config import PoolConfig
     from .registry import Server
     from .settings import OptionReader, parse_settings
+    from .state import NonceLease, StateBackend, StateUnavailable
 
 __all__ = [
     "OPERATOR",
     "READ",
     "SERVER_HEADER",
     "ConfigError",
+    "NonceLease",
     "OffloadError",
     "OffloadResult",
     "OptionReader",
@@ -78,6 +86,8 @@ __all__ = [
     "PoolConfig",
     "ProbeResult",
     "Server",
+    "StateBackend",
+    "StateUnavailable",
     "Task",
     "create_app",
     "describe_exception",
@@ -97,6 +107,9 @@ _LAZY: dict[str, str] = {
     "PoolConfig": ".pool_config",
     "ProbeResult": ".health",
     "Server": ".registry",
+    "StateBackend": ".state",
+    "StateUnavailable": ".state",
+    "NonceLease": ".state",
     "create_app": ".app",
     "describe_exception": ".health",
     "parse_server_list": ".health",

@@ -26,7 +26,7 @@ from .responses import JsonErrorHandler
 from .routing import RouteClaims, blueprint_routes, join_path
 from .security import READ, AccessGuard, install_access_guard, load_api_token
 from .settings import Settings
-from .throughput import CounterStorage, shared_storage
+from .state import open_state, state_kind, state_status
 
 CORE_OWNER = "offload (built-in)"
 _app_numbers = itertools.count(1)
@@ -65,8 +65,11 @@ def create_app(
                 raise ConfigError(f"server pool {pool_config.name!r} is defined by more than one plugin")
             registry.add_pool(pool_config)
             context.pool_names.append(pool_config.name)
+    kind = state_kind(gateway.state, workers)
+    # Shared memory for several workers is made by the main process and attached in each worker (below).
+    state = None if kind == "shared-memory" and workers > 1 else open_state(gateway, workers=workers)
     try:
-        engine = Engine(registry, settings.gateway, policies=plugin_policies(manager, contexts), rng=rng)
+        engine = Engine(registry, settings.gateway, policies=plugin_policies(manager, contexts), rng=rng, state=state)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for context in contexts:
@@ -90,13 +93,13 @@ def create_app(
     add_builtin_routes(app, claims)
     for context in contexts:
         mount_plugin_routes(app, manager, context, claims)
+    if state is None:
+        share_state_between_workers(app, engine)  # before the engine's own start listener
     add_lifecycle(app, manager, engine, contexts)
     guard = AccessGuard.build(
         token, bind_host or gateway.host, gateway.allowed_hosts, gateway.allowed_origins, gateway.max_body_bytes
     )
     install_access_guard(app, guard)
-    if workers > 1:
-        share_throughput_windows(app, engine)
     return app
 
 
@@ -106,26 +109,24 @@ def settings_dir(settings: Settings) -> Path:
     return source.parent if source.is_file() else Path.cwd()
 
 
-def share_throughput_windows(app: Sanic, engine: Engine) -> None:
-    """One local-throughput window per pool for all workers, not one per worker.
+def share_state_between_workers(app: Sanic, engine: Engine) -> None:
+    """One shared-memory state for all worker processes of this machine, not one per worker.
 
-    The main process creates the windows in shared memory before the workers
-    start; each worker's engine then counts into them, so the original rule
-    ("local while <= expected_throughput") holds for the device as a whole.
+    The main process creates it before the workers start; each worker's engine
+    then uses it, so the throughput rule counts the device as a whole, nonces
+    come from one sequence per account, and one worker's ejection is every
+    worker's.
     """
-    pools = list(engine.registry.pools)
+    from .state.shared_memory import SharedMemoryState
 
     async def create(app: Sanic) -> None:
-        for index, _ in enumerate(pools):
-            storage = shared_storage()
-            setattr(app.shared_ctx, f"offload_meter_{index}", (storage.counts, storage.meta, storage.lock))
+        app.shared_ctx.offload_state = SharedMemoryState.create().handles()
 
     async def attach(app: Sanic) -> None:
-        for index, pool_name in enumerate(pools):
-            counts, meta, lock = getattr(app.shared_ctx, f"offload_meter_{index}")
-            engine.use_meter_storage(pool_name, CounterStorage(counts, meta, lock))
+        engine.use_state(SharedMemoryState.attach(app.shared_ctx.offload_state))
 
     app.register_listener(create, "main_process_start")
+    # Registered before the engine's own start listener, so the engine starts with the shared state.
     app.register_listener(attach, "before_server_start")
 
 
@@ -212,22 +213,31 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
 
     async def health(request: Request) -> HTTPResponse:
         registry: Registry = request.app.ctx.registry
+        engine: Engine = request.app.ctx.engine
         pools = {
             name: {"servers": len(pool), "available": sum(1 for s in pool.servers if s.available)}
             for name, pool in registry.pools.items()
         }
+        state = state_status(engine.state)
+        body = {"status": "ok", "pools": pools, "state": state, "worker_pid": os.getpid()}
         # The worker's PID tells, behind `offload serve --workers N`, which process answered.
         if request.app.ctx.draining:
-            return response.json({"status": "draining", "pools": pools, "worker_pid": os.getpid()}, status=503)
-        return response.json({"status": "ok", "pools": pools, "worker_pid": os.getpid()})
+            return response.json({**body, "status": "draining"}, status=503)
+        if state["degraded_reason"]:
+            # Still serving (reads and tasks run on local state), so still 200: balancers keep us.
+            body["status"] = "degraded"
+            body["warnings"] = [f"shared state unavailable, using local state: {state['degraded_reason']}"]
+        return response.json(body)
 
     async def servers(request: Request) -> HTTPResponse:
         engine: Engine = request.app.ctx.engine
         pools = engine.registry.describe()
         for name, description in pools.items():
-            description["throughput"] = engine.throughput(name)
+            description["throughput"] = await engine.throughput_now(name)
             description["counters"] = engine.counters(name)
-        return response.json({"pools": pools})
+        return response.json(
+            {"pools": pools, "state": state_status(engine.state), "health_sharing": engine.health_sharing.status()}
+        )
 
     async def plugins(request: Request) -> HTTPResponse:
         enabled = {context.name: context for context in request.app.ctx.plugins}

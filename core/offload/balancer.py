@@ -1,4 +1,4 @@
-"""Per-pool balancing state: the policy, the local-throughput meter, the retry budget, latencies, counters.
+"""Per-pool balancing state: the policy, the retry budget, latencies, counters.
 
 The registry holds what the gateway observed of each server; this holds what
 the engine needs per pool to decide, one :class:`PoolRuntime` per pool.
@@ -14,7 +14,6 @@ from .policies import Policy, PolicyFactory
 from .pool_config import PoolConfig
 from .retry_budget import RetryBudget
 from .stats import LatencyWindow
-from .throughput import SlidingWindowCounter
 
 # Hedging delay while a pool has no latency history yet.
 DEFAULT_HEDGE_DELAY_S = 0.05
@@ -37,7 +36,6 @@ class PoolRuntime:
     """The engine's per-pool machinery."""
 
     policy: Policy
-    meter: SlidingWindowCounter
     budget: RetryBudget
     latencies: LatencyWindow = field(default_factory=LatencyWindow)
     counters: PoolCounters = field(default_factory=PoolCounters)
@@ -47,7 +45,6 @@ class PoolRuntime:
         """Fresh state for a pool configured by ``config``, choosing with ``factory``'s policy."""
         return cls(
             policy=factory(rng),
-            meter=SlidingWindowCounter(config.window_s),
             budget=RetryBudget(
                 ratio=config.retry_budget, min_per_s=config.retry_min_per_s, window_s=config.retry_window_s
             ),

@@ -27,12 +27,18 @@ def config_path(value: str | None) -> Path:
     return Path(value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def build_gateway(config: str, workers: int, host: str | None = None) -> Sanic:
-    """App factory for ``offload serve``; each worker process calls it (so it must be importable)."""
+def build_gateway(
+    config: str, workers: int, host: str | None = None, overrides: tuple[tuple[str, object], ...] = ()
+) -> Sanic:
+    """App factory for ``offload serve``; each worker process calls it (so it must be importable).
+
+    ``overrides`` are ``[gateway]`` settings given on the command line (a tuple, so it pickles).
+    """
     from .app import create_app
     from .connections import client_connection_cap, raise_descriptor_limit
 
-    app = create_app(load_settings(config), name="offload_gateway", workers=workers, bind_host=host)
+    settings = load_settings(config, dict(overrides))
+    app = create_app(settings, name="offload_gateway", workers=workers, bind_host=host)
     # Client connections must never use up the descriptors upstream connections need.
     app.ctx.max_client_connections = client_connection_cap(app.ctx.max_client_connections, raise_descriptor_limit())
     return app
@@ -62,27 +68,73 @@ def configure_logging() -> None:
     logger.propagate = False
 
 
+def gateway_overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
+    """``[gateway]`` settings replaced by ``offload serve`` options."""
+    overrides: list[tuple[str, object]] = []
+    if args.state is not None:
+        overrides.append(("state", args.state))
+    if args.replica is not None:
+        overrides.append(("replica", args.replica))
+    if args.start_degraded:
+        overrides.append(("state_required", False))
+    return tuple(overrides)
+
+
+def check_state_store(settings: Settings, workers: int) -> None:
+    """A Redis URL that does not answer stops startup with one line, unless starting degraded is allowed."""
+    from .state import StateUnavailable, state_kind
+
+    gateway = settings.gateway
+    if state_kind(gateway.state, workers) != "redis":
+        return
+    try:
+        from .state.redis_state import RedisState
+    except ImportError:
+        raise ConfigError(
+            "[gateway] state is a Redis URL but redis-py is not installed; pip install 'task-offloading[redis]'"
+        ) from None
+    store = RedisState(gateway.state, op_timeout_s=max(gateway.state_timeout_ms / 1000, 1.0))
+
+    async def ping() -> None:
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(ping())
+    except StateUnavailable as error:
+        if gateway.state_required:
+            raise ConfigError(
+                f"shared state {store.describe_url()} does not answer ({error.reason}); start it, fix "
+                "[gateway] state, or pass --start-degraded to serve on local state until it answers"
+            ) from None
+        logging.getLogger("offload").warning("starting degraded: %s", error.reason)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .connections import GuardedHttpProtocol
 
     path = str(config_path(args.config))
-    settings = load_settings(path)  # fail here, once, with one line, before any worker starts
+    overrides = gateway_overrides(args)
+    settings = load_settings(path, dict(overrides))  # fail here, once, with one line, before any worker starts
     host = args.host or settings.gateway.host
     port = settings.gateway.port if args.port is None else args.port
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     refuse_exposure(host, settings)
     configure_logging()
+    check_state_store(settings, args.workers)
     # A longer accept queue than Sanic's 100: a burst of connections waits instead of being retried a second later.
     options = {"access_log": args.access_log, "motd": False, "protocol": GuardedHttpProtocol, "backlog": 1024}
     try:
         if args.workers == 1:
-            app = build_gateway(path, 1, host)
+            app = build_gateway(path, 1, host, overrides)
             app.run(host=host, port=port, single_process=True, **options)
         else:
             from sanic.worker.loader import AppLoader
 
-            loader = AppLoader(factory=partial(build_gateway, path, args.workers, host))
+            loader = AppLoader(factory=partial(build_gateway, path, args.workers, host, overrides))
             app = loader.load()
             app.prepare(host=host, port=port, workers=args.workers, **options)
             Sanic.serve(primary=app, app_loader=loader)
@@ -194,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: [gateway] port, 8899)")
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
+    serve.add_argument(
+        "--state",
+        help='shared state: "memory", "shared-memory" or a redis:// URL (default: [gateway] state, "auto")',
+    )
+    serve.add_argument("--replica", help="this gateway's name in shared health verdicts (default: hostname/pid)")
+    serve.add_argument(
+        "--start-degraded",
+        action="store_true",
+        help="start even if the Redis in --state does not answer (local state until it does)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     validate = commands.add_parser("validate", help="check plugins.toml and the plugins it enables")

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from .engine import Engine, OffloadResult, PoolUpdate, Task
     from .registry import Pool
+    from .state import StateBackend
 
 
 @dataclass
@@ -77,6 +78,16 @@ class PluginContext:
     def throughput(self, pool: str | None = None) -> int:
         """Requests the (default) pool ran locally in its current window."""
         return self.require_engine().throughput(pool or self.default_pool)
+
+    @property
+    def state(self) -> StateBackend:
+        """What every process of this gateway shares (``[gateway] state``): e.g. nonce leases, windows, a cache.
+
+        One worker keeps it in memory; ``--workers N`` in shared memory; replicas in
+        Redis. Its operations raise :class:`~offload.StateUnavailable` (a 503) when the
+        shared store cannot be reached.
+        """
+        return self.require_engine().state
 
     @property
     def http_session(self) -> aiohttp.ClientSession:

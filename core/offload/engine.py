@@ -23,12 +23,13 @@ from .membership import PoolUpdate, merge_advertised
 from .monitor import HealthMonitor
 from .policies import BUILTIN_POLICIES, PolicyFactory
 from .registry import Pool, Registry, Server
-from .selection import Choice, choose, eligible, no_server_error
+from .selection import Choice, choose, eligible, local_rule_applies, no_server_error
 from .sending import Attempt, AttemptFailed, send_once
 from .settings import GatewaySettings
+from .shared_health import HealthSharing
 from .stalls import StallWatch
+from .state import MemoryState, StateBackend
 from .tasks import OffloadResult, Task
-from .throughput import CounterStorage, SlidingWindowCounter
 from .transports import AiohttpUpstream, NativeTransport, Transport, TransportRouter
 
 __all__ = ["Engine", "OffloadResult", "PoolUpdate", "Task"]
@@ -64,9 +65,14 @@ class Engine:
         policies: Mapping[str, PolicyFactory] | None = None,
         rng: random.Random | None = None,
         transport: Transport | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         self.registry = registry
         self.gateway = gateway
+        # What every process of this gateway shares (windows, health, nonces); the engine closes it.
+        self.state: StateBackend = state or MemoryState()
+        # The latest count each pool's window reported, for backends that cannot answer at once.
+        self._window_counts: dict[str, int] = {}
         self.rng = rng or random.Random()
         self.policy_factories: dict[str, PolicyFactory] = {**BUILTIN_POLICIES, **(policies or {})}
         self.runtime: dict[str, PoolRuntime] = {}
@@ -79,6 +85,7 @@ class Engine:
         self.monitor = HealthMonitor(registry, gateway, lambda: self.session, lambda: self.client.prune_idle())
         self.stall_watch = StallWatch(registry, self.monitor.probe_one, gateway.probe_timeout_s)
         self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
+        self.health_sharing = HealthSharing(registry, self.state, gateway.replica, gateway.probe_interval_s)
 
     def configure_pool(self, pool: Pool) -> None:
         """Build the pool's policy, throughput meter, retry budget and latency window."""
@@ -89,10 +96,14 @@ class Engine:
             raise ValueError(f"pool {pool.name!r}: unknown policy {config.policy!r}; choose one of: {known}")
         self.runtime[pool.name] = PoolRuntime.for_pool(config, factory, self.rng)
 
-    def use_meter_storage(self, pool_name: str, storage: CounterStorage) -> None:
-        """Count the pool's local requests in ``storage`` (shared by all worker processes)."""
-        runtime = self.runtime[pool_name]
-        runtime.meter = SlidingWindowCounter(runtime.meter.window_s, storage=storage)
+    def use_state(self, state: StateBackend) -> None:
+        """Share state through ``state`` instead (before :meth:`start`; the engine closes it)."""
+        self.state = state
+        self.health_sharing.state = state
+
+    def window_key(self, pool_name: str) -> str:
+        """The name of the pool's local-throughput window in the shared state (one per device and pool)."""
+        return f"window:{self.gateway.device}:{pool_name}"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -128,6 +139,8 @@ class Engine:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
         self._client = self._given_transport or self._default_transport(self._session)
+        await self.state.start()
+        await self.health_sharing.start()
         for pool in self.registry.pools.values():
             if pool.config.servers_url:
                 await self.load_server_list(pool)
@@ -166,6 +179,8 @@ class Engine:
         """Stop probing and watching, and close the session."""
         await self.stall_watch.stop()
         await self.monitor.stop()
+        await self.health_sharing.stop()
+        await self.state.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -184,8 +199,29 @@ class Engine:
     # -- deciding ----------------------------------------------------------------------------
 
     def throughput(self, pool_name: str) -> int:
-        """Requests run locally in the pool's current window."""
-        return self.runtime[pool_name].meter.count()
+        """Requests run locally in the pool's current window (the last count seen, if the state is remote)."""
+        counted = self.state.count_now(self.window_key(pool_name), self.registry.pool(pool_name).config.window_s)
+        return self._window_counts.get(pool_name, 0) if counted is None else counted
+
+    async def throughput_now(self, pool_name: str) -> int:
+        """Requests run locally in the pool's current window, asked of the shared state now."""
+        count = await self.state.count(self.window_key(pool_name), self.registry.pool(pool_name).config.window_s)
+        self._window_counts[pool_name] = count
+        return count
+
+    async def _admit_local(self, pool: Pool) -> bool:
+        """The local-throughput window's verdict for one task (counted if admitted)."""
+        config = pool.config
+        key = self.window_key(pool.name)
+        admission = self.state.admit_now(key, config.expected_throughput, config.window_s)
+        if admission is None:
+            admission = await self.state.admit(key, config.expected_throughput, config.window_s)
+        self._window_counts[pool.name] = admission.count
+        return admission.admitted
+
+    async def _count_local(self, pool: Pool) -> None:
+        """Count a request the local server takes without the window's admission (pinned, or last resort)."""
+        self._window_counts[pool.name] = await self.state.record(self.window_key(pool.name), pool.config.window_s)
 
     def counters(self, pool_name: str) -> dict[str, int]:
         """Retries, hedges, fail-open decisions and requests moved off hung servers so far."""
@@ -195,14 +231,21 @@ class Engine:
         return asdict(runtime.counters)
 
     def choose(self, pool: Pool, requested: str | None = None, exclude: Collection[str] = ()) -> Server:
-        """The server the next task would go to (see :func:`offload.selection.choose`)."""
-        return self._choose(pool, requested, exclude).server
+        """The server the next task would go to (see :func:`offload.selection.choose`); counts nothing."""
+        under_limit = self.throughput(pool.name) <= pool.config.expected_throughput
+        return self._choose(pool, requested, exclude, local_admitted=under_limit).server
 
     def _choose(
-        self, pool: Pool, requested: str | None, exclude: Collection[str], *, may_trial: bool = False
+        self,
+        pool: Pool,
+        requested: str | None,
+        exclude: Collection[str],
+        *,
+        local_admitted: bool = False,
+        may_trial: bool = False,
     ) -> Choice:
         runtime = self.runtime[pool.name]
-        return choose(pool, runtime.policy, runtime.meter, requested, exclude, may_trial=may_trial)
+        return choose(pool, runtime.policy, local_admitted, requested, exclude, may_trial=may_trial)
 
     eligible = staticmethod(eligible)
 
@@ -225,7 +268,8 @@ class Engine:
         flexible = task.idempotent and not server
         retries_left = pool.config.retries if flexible else 0
         runtime.budget.deposit()
-        choice = self._choose(pool, server, tried, may_trial=flexible)
+        local_admitted = local_rule_applies(pool, server, tried) and await self._admit_local(pool)
+        choice = self._choose(pool, server, tried, local_admitted=local_admitted, may_trial=flexible)
         while True:
             if choice.fail_open:
                 runtime.counters.fail_open += 1
@@ -246,7 +290,7 @@ class Engine:
             data=answer.data,
             server=answer.server.name,
             status_code=answer.status,
-            throughput=runtime.meter.count(),
+            throughput=self.throughput(pool_name),
             time=time.perf_counter() - started,
         )
 
@@ -283,7 +327,7 @@ class Engine:
         self, pool: Pool, choice: Choice, task: Task, deadline: float, tried: set[str], may_hedge: bool
     ) -> Attempt:
         """One attempt, raced by a hedge on a second server when hedging is on and the first is slow."""
-        first = self._send(pool, choice.server, task, deadline, movable=may_hedge)
+        first = self._send(pool, choice.server, task, deadline, movable=may_hedge, counted=choice.counted)
         if not (may_hedge and pool.config.hedge and not choice.fail_open):
             return await first
         runtime = self.runtime[pool.name]
@@ -322,15 +366,17 @@ class Engine:
                     future.cancel()
             await asyncio.gather(*contenders, return_exceptions=True)
 
-    async def _send(self, pool: Pool, target: Server, task: Task, deadline: float, *, movable: bool) -> Attempt:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
+    async def _send(
+        self, pool: Pool, target: Server, task: Task, deadline: float, *, movable: bool, counted: bool = False
+    ) -> Attempt:
+        if deadline - time.perf_counter() <= 0:
             raise AttemptFailed(
                 504, f"no time left for server {target.name!r}: the deadline passed", server=target.name
             )
         runtime = self.runtime[pool.name]
-        if target.local:
-            runtime.meter.record()
+        if target.local and not counted:
+            await self._count_local(pool)
+        remaining = deadline - time.perf_counter()
         answer = await send_once(self.client, pool, target, task, remaining, movable=movable)
         runtime.latencies.add(answer.elapsed_s)
         return answer

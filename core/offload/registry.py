@@ -54,6 +54,10 @@ class Server:
     # a server with requests in flight that stays quiet is checked for a hang (offload.stalls).
     last_progress: float = 0.0
     attempts: InflightAttempts = field(default_factory=InflightAttempts)
+    # Who decided the latest up/down verdict on this server, and when (wall clock): this
+    # process or another replica (offload.shared_health).
+    verdict_by: str | None = None
+    verdict_at: float | None = None
 
     @property
     def address(self) -> str:
@@ -165,6 +169,8 @@ class Server:
             "times_ejected": self.breaker.times_opened,
             "last_error": self.last_error,
             "height": self.height,
+            "decided_by": self.verdict_by,
+            "decided_at": self.verdict_at,
         }
 
 

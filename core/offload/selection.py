@@ -7,7 +7,6 @@ from collections.abc import Collection
 from .errors import OffloadError
 from .policies import Policy
 from .registry import Pool, Server
-from .throughput import SlidingWindowCounter
 
 
 def eligible(pool: Pool, exclude: Collection[str] = ()) -> tuple[list[Server], dict[str, str]]:
@@ -50,20 +49,37 @@ def no_server_error(pool: Pool, excluded: dict[str, str]) -> OffloadError:
 
 
 class Choice:
-    """A chosen server and whether it was chosen only because nothing healthy was left."""
+    """A chosen server, whether it was chosen only because nothing healthy was left, and whether
+    the local-throughput window already counted it (``counted``: the local server, admitted)."""
 
-    __slots__ = ("excluded", "fail_open", "server")
+    __slots__ = ("counted", "excluded", "fail_open", "server")
 
-    def __init__(self, server: Server, fail_open: bool = False, excluded: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        fail_open: bool = False,
+        excluded: dict[str, str] | None = None,
+        *,
+        counted: bool = False,
+    ) -> None:
         self.server = server
         self.fail_open = fail_open
         self.excluded = excluded or {}
+        self.counted = counted
+
+
+def local_rule_applies(pool: Pool, requested: str | None, exclude: Collection[str]) -> bool:
+    """Whether the next choice may hinge on the local-throughput window (so it is worth asking)."""
+    if requested or not pool.config.consider_throughput:
+        return False
+    local = pool.local_server()
+    return local is not None and local.name not in exclude and local.available
 
 
 def choose(
     pool: Pool,
     policy: Policy,
-    meter: SlidingWindowCounter,
+    local_admitted: bool = False,
     requested: str | None = None,
     exclude: Collection[str] = (),
     *,
@@ -71,6 +87,9 @@ def choose(
 ) -> Choice:
     """Pick the server for one attempt, or raise a 400/503 :class:`OffloadError` saying why.
 
+    ``local_admitted`` is the local-throughput window's verdict for this task
+    (the device took at most ``expected_throughput`` requests in the window,
+    and this one was counted): the local server takes it when it can.
     With ``may_trial`` (the task can be retried elsewhere if it fails), a
     server whose circuit is half-open gets this request as its trial: that is
     how an ejected server earns its way back.
@@ -93,8 +112,8 @@ def choose(
     if config.consider_throughput and local is not None:
         local_ok = local in candidates
         # The original rule, kept exactly: local while throughput <= expected.
-        if local_ok and meter.count() <= config.expected_throughput:
-            return Choice(local)
+        if local_ok and local_admitted:
+            return Choice(local, counted=True)
         remote = [server for server in candidates if not server.local]
         if remote:
             return Choice(policy.choose(remote))

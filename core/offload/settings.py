@@ -52,6 +52,12 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     # Where servers advertised by edges (not the operator's own) may be: IP networks and ports.
     "advertised_networks": list(DEFAULT_NETWORKS),
     "advertised_ports": list(DEFAULT_PORTS),
+    # What the gateway's processes share (see offload.state and docs/deploy.md).
+    "state": "auto",
+    "state_timeout_ms": 100,
+    "state_required": True,
+    "device": "default",
+    "replica": "",
 }
 # The clients tasks can be sent with (see offload.transports).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
@@ -82,6 +88,18 @@ class GatewaySettings:
     max_response_header_bytes: int = GATEWAY_DEFAULTS["max_response_header_bytes"]
     advertised_networks: tuple[str, ...] = DEFAULT_NETWORKS
     advertised_ports: tuple[str, ...] = DEFAULT_PORTS
+    # "auto" (memory for one worker, shared memory for more), "memory", "shared-memory",
+    # or a redis://, rediss:// or unix:// URL shared by every replica.
+    state: str = GATEWAY_DEFAULTS["state"]
+    # How long one operation on a shared store may take before the gateway uses local state instead.
+    state_timeout_ms: int = GATEWAY_DEFAULTS["state_timeout_ms"]
+    # Whether an unreachable store stops startup (exit 2) rather than starting degraded.
+    state_required: bool = GATEWAY_DEFAULTS["state_required"]
+    # The device whose local server the throughput rule protects: processes naming the same
+    # device share one window per pool.
+    device: str = GATEWAY_DEFAULTS["device"]
+    # This process's name in shared health verdicts ("" = hostname/pid).
+    replica: str = GATEWAY_DEFAULTS["replica"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,18 @@ class OptionReader:
         value = self.table[key]
         if not isinstance(value, str):
             raise self.fail(key, "a string")
+        return value
+
+    def name(self, key: str, *, allow_empty: bool = False) -> str:
+        """A short identifier: letters, digits and ``._:/-``, at most 64 characters."""
+        value = self.table[key]
+        if (
+            not isinstance(value, str)
+            or len(value) > 64
+            or (not value and not allow_empty)
+            or not all(char.isascii() and (char.isalnum() or char in "._:/-") for char in value)
+        ):
+            raise self.fail(key, "a name of at most 64 letters, digits and ._:/-")
         return value
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
@@ -238,6 +268,40 @@ def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> Gateway
         max_response_header_bytes=reader.integer("max_response_header_bytes", 1024, 1 << 24),
         advertised_networks=reader.checked_list("advertised_networks", parse_networks, "a list of networks"),
         advertised_ports=reader.checked_list("advertised_ports", parse_ports, "a list of ports or port ranges"),
+        state=parse_state(reader),
+        state_timeout_ms=reader.integer("state_timeout_ms", 1, 60_000),
+        state_required=reader.boolean("state_required"),
+        device=reader.name("device"),
+        replica=reader.name("replica", allow_empty=True),
+    )
+
+
+# Where shared state may live: a keyword, or the URL of a Redis-compatible store.
+STATE_KEYWORDS = ("auto", "memory", "shared-memory")
+STATE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def parse_state(reader: OptionReader) -> str:
+    """``[gateway] state``: a keyword or a Redis URL (checked for form here, for reachability at startup)."""
+    value = reader.string("state")
+    if value in STATE_KEYWORDS:
+        return value
+    if value.startswith(STATE_URL_SCHEMES) and len(value) <= 2048:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError for a port out of range)
+        except ValueError:
+            # Never echo the URL: it may hold a password.
+            raise ConfigError("[gateway] state is not a valid URL (check its port)") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError("[gateway] state must name a host, as in redis://127.0.0.1:6379/0")
+        return value
+    raise ConfigError(
+        "[gateway] state must be one of "
+        + ", ".join(f'"{keyword}"' for keyword in STATE_KEYWORDS)
+        + " or a redis://, rediss:// or unix:// URL"
     )
 
 
@@ -262,8 +326,12 @@ def parse_settings(document: Mapping[str, Any], source: str = "<memory>") -> Set
     return Settings(gateway=parse_gateway(gateway_table), plugins=plugins, source=source)
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate plugins.toml; raises :class:`ConfigError` with one line."""
+def load_settings(path: str | Path, gateway_overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read and validate plugins.toml; raises :class:`ConfigError` with one line.
+
+    ``gateway_overrides`` replace ``[gateway]`` keys (command-line options) and
+    are validated like the file's own.
+    """
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -275,4 +343,8 @@ def load_settings(path: str | Path) -> Settings:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    if gateway_overrides:
+        gateway_table = document.setdefault("gateway", {})
+        if isinstance(gateway_table, dict):
+            gateway_table.update(gateway_overrides)
     return parse_settings(document, source=str(file))

@@ -25,9 +25,16 @@ import multiprocessing
 import time
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 EPOCH, TOTAL = 0, 1  # slots of the metadata array
+
+
+class WindowAdmission(NamedTuple):
+    """The answer of an atomic check-and-count: whether the event was admitted, and the count after it."""
+
+    admitted: bool
+    count: int
 
 
 @dataclass
@@ -104,6 +111,17 @@ class SlidingWindowCounter:
             current = self._advance(self._clock() if now is None else now)
             self._storage.counts[current % self._buckets] += 1
             self._storage.meta[TOTAL] += 1
+
+    def admit(self, limit: int, now: float | None = None) -> WindowAdmission:
+        """Atomically: count one event and admit it if at most ``limit`` were in the window before it."""
+        with self._lock:
+            current = self._advance(self._clock() if now is None else now)
+            total = self._storage.meta[TOTAL]
+            if total > limit:
+                return WindowAdmission(False, total)
+            self._storage.counts[current % self._buckets] += 1
+            self._storage.meta[TOTAL] = total + 1
+            return WindowAdmission(True, total + 1)
 
     def count(self, now: float | None = None) -> int:
         """Events in the window ending at ``now`` (conservative, see module doc)."""

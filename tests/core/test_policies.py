@@ -63,7 +63,7 @@ def test_throughput_rule_local_until_over_expected() -> None:
     for _ in range(6):
         server = engine.choose(pool)
         if server.local:
-            engine.runtime["p"].meter.record()
+            engine.state.admit_now(engine.window_key("p"), 3, 60)
         chosen.append(server.name)
     assert chosen == ["local", "local", "local", "local", "near", "near"]
 
@@ -74,7 +74,7 @@ def test_throughput_rule_skips_a_down_local_and_falls_back_to_it_when_alone() ->
     local.record_probe(False, None, "refused", None)
     assert engine.choose(pool) is near
     local.record_probe(True, 0.05, None, None)
-    engine.runtime["p"].meter.record()
+    engine.state.admit_now(engine.window_key("p"), 0, 60)
     near.record_probe(False, None, "refused", None)
     far.record_probe(False, None, "refused", None)
     # Over the limit and no remote left: run locally rather than fail.
@@ -95,11 +95,11 @@ def test_all_unhealthy_fails_open_to_the_least_bad_then_503_lists_why() -> None:
     for server in pool.servers:
         server.record_probe(False, None, f"probe failed: {server.name} timed out", None)
     runtime = engine.runtime["p"]
-    first = choose(pool, runtime.policy, runtime.meter)
+    first = choose(pool, runtime.policy)
     assert (first.server.name, first.fail_open) == ("near", True)  # fastest known of the unhealthy
-    assert choose(pool, runtime.policy, runtime.meter, exclude={"near"}).server.name == "far"
+    assert choose(pool, runtime.policy, exclude={"near"}).server.name == "far"
     with pytest.raises(OffloadError) as caught:
-        choose(pool, runtime.policy, runtime.meter, exclude={"local", "near", "far"})
+        choose(pool, runtime.policy, exclude={"local", "near", "far"})
     error = caught.value
     assert error.status == 503
     assert error.details["excluded"] == {

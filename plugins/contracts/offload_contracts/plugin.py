@@ -211,6 +211,8 @@ class ContractRoutes:
             status_prefix=plugin.prefix,
             lookup_s=self.limits.outcome_lookup_s,
             max_tracked=self.limits.outcome_max_tracked,
+            # Looked up per write: with several workers the shared state is attached only once they start.
+            nonce_leases=lambda account, hold_s: plugin.state.nonce_lease(account, hold_s),
         )
         # One store for every write route: a key used on one route and then another is a mismatch (422).
         store: IdempotencyStore[Any] = IdempotencyStore(

@@ -11,8 +11,11 @@ unknown" while :mod:`.outcomes` keeps looking for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +33,7 @@ from web3.exceptions import (
 )
 from web3.logs import DISCARD
 
-from offload import OffloadError
+from offload import NonceLease, OffloadError, StateUnavailable
 
 from .catalog import ContractSpec
 from .jsonify import to_json
@@ -43,7 +46,7 @@ from .outcomes import (
     WriteContext,
 )
 from .rpc import RAW_TRANSACTION_METHOD, RETRYABLE_STATUSES, EngineProvider, RpcSender, pinned_server, rpc_payload
-from .signer import NonceAllocator, Signer
+from .signer import Signer
 
 T = TypeVar("T")
 # How long a fetched gas price is reused: one eth_gasPrice per burst, not per transaction.
@@ -68,6 +71,18 @@ TIME_REFUSALS = ("execution aborted (timeout",)
 # looking its hash up: a message is never read for it ("Unknown transaction type" contains
 # "known transaction").
 SERVER_ERROR_CODES = range(-32099, -31999)
+log = logging.getLogger("offload.contracts")
+
+# How nodes word "another transaction of this account holds that nonce": the node refused ours, so
+# (once no node is found to have it) it can be signed again with the node's pending count.
+NONCE_CONFLICTS = (
+    "nonce too low",
+    "nonce has already been used",
+    "replacement transaction underpriced",
+    "already known",
+)
+# How long one holder may keep an account's nonce sequence before another may take it over.
+DEFAULT_NONCE_LEASE_S = 30.0
 # A transaction goes to at most this many nodes: the first, and one more if the first failed
 # without anyone having it (never more: the same bytes cannot be mined twice, but each try costs time).
 SEND_ATTEMPTS = 2
@@ -165,6 +180,12 @@ class Handed:
         )
 
 
+def _nonce_conflict(refusal: TransactionRefused) -> bool:
+    """Whether a node refused the transaction because its nonce is taken (not for anything about the call)."""
+    message = str(refusal.rpc_error.get("message", "")) if isinstance(refusal.rpc_error, dict) else ""
+    return any(phrase in message.lower() for phrase in NONCE_CONFLICTS)
+
+
 def _may_be_known(error: Any) -> bool:
     """Whether a node's error may mean it already has the transaction (decided then by a lookup)."""
     code = error.get("code") if isinstance(error, dict) else None
@@ -190,6 +211,8 @@ class ContractService:
         status_prefix: str = "",
         lookup_s: float = DEFAULT_LOOKUP_S,
         max_tracked: int = DEFAULT_MAX_TRACKED,
+        nonce_leases: Callable[[str, float], AbstractAsyncContextManager[NonceLease]],
+        nonce_lease_s: float = DEFAULT_NONCE_LEASE_S,
     ) -> None:
         self.sender = sender
         self.contracts = contracts
@@ -202,7 +225,9 @@ class ContractService:
         }
         # A receipt's "to" names the contract whose events it holds.
         self.by_address = {spec.address.lower(): name for name, spec in contracts.items()}
-        self.nonces = NonceAllocator()
+        # One nonce sequence per account for every process of the gateway (the state backend's leases).
+        self.nonce_leases = nonce_leases
+        self.nonce_lease_s = nonce_lease_s
         self.outcomes = OutcomeTracker(
             sender, self.summary_from, status_prefix=status_prefix, lookup_s=lookup_s, max_tracked=max_tracked
         )
@@ -249,30 +274,67 @@ class ContractService:
             raise _needs_more_gas(what, f"gas required exceeds allowance ({allowance})")
         chain_id = await self.chain_id()
         context = WriteContext(contract, function, call)
-        async with self.nonces.lock:
-            nonce = await self.nonces.next(lambda: self.w3.eth.get_transaction_count(signer.address, "pending"))
-            transaction = {
-                **call,
-                "nonce": nonce,
-                "gas": int(gas * self.gas_multiplier),
-                "gasPrice": await self.gas_price(),
-                "chainId": chain_id,
-            }
-            raw = signer.sign(transaction)
-            try:
-                handed = await self.send_raw_transaction(raw, context)
-            except BaseException:
-                self.nonces.forget()
-                raise
-            if handed.confirmed:
-                self.nonces.used()
-            else:
-                # Whether the chain took this nonce is unknown: ask it next time. Were the
-                # transaction lost, the next write reuses its nonce, so at most one of them is mined.
-                self.nonces.forget()
+        transaction = {**call, "gas": int(gas * self.gas_multiplier), "chainId": chain_id}
+        handed = await self.sign_and_send(signer, transaction, context)
         if not handed.confirmed:
             raise handed.unknown(202, self.outcomes.status_url(handed.tx_hash))
         return await self.outcome_of(handed, context)
+
+    async def sign_and_send(self, signer: Signer, transaction: dict[str, Any], context: WriteContext) -> Handed:
+        """Sign ``transaction`` with the account's next nonce and hand it to a node, holding the account's lease.
+
+        The lease (shared by every worker and replica) is held from reading the
+        nonce until a node took the transaction, so no two processes sign one
+        nonce and nonces reach the nodes in order. A node that refuses the
+        nonce as taken (someone else used the account, or the stored sequence
+        went stale) gets the transaction once more, signed with its pending
+        count: the first one was refused and no node has it, so at most one of
+        the two is ever mined. Raises :class:`StateUnavailable` (503) when the
+        shared state cannot be reached: a nonce is never guessed.
+        """
+        key = f"{transaction['chainId']}:{signer.address.lower()}"
+        async with self.nonce_leases(key, self.nonce_lease_s) as lease:
+            nonce = await lease.current()
+            if nonce is None:
+                nonce = await self.pending_nonce(signer)
+            gas_price = await self.gas_price()
+            try:
+                try:
+                    handed = await self.send_raw_transaction(
+                        signer.sign({**transaction, "nonce": nonce, "gasPrice": gas_price}), context
+                    )
+                except TransactionRefused as refusal:
+                    if not _nonce_conflict(refusal):
+                        raise
+                    resynced = await self.pending_nonce(signer)
+                    log.warning("nonce %d was taken (%s); signing again with %d", nonce, refusal.message, resynced)
+                    nonce = resynced
+                    handed = await self.send_raw_transaction(
+                        signer.sign({**transaction, "nonce": nonce, "gasPrice": gas_price}), context
+                    )
+            except BaseException:
+                # Whether the chain took this nonce is unknown: the next holder asks the chain.
+                with contextlib.suppress(StateUnavailable):
+                    await lease.forget()
+                raise
+            try:
+                if handed.confirmed:
+                    await lease.advance(nonce + 1)
+                else:
+                    # Unknown whether it was taken: ask the chain next time. Were it lost, the next
+                    # write reuses its nonce, so at most one of them is mined.
+                    await lease.forget()
+            except StateUnavailable as error:
+                # The transaction left already: its answer must not be lost for the bookkeeping. The
+                # next holder finds the stored nonce stale (the node says so) and signs again.
+                log.warning("nonce after %s not stored: %s", handed.tx_hash, error.reason)
+        return handed
+
+    async def pending_nonce(self, signer: Signer) -> int:
+        """The account's next nonce as the pool's node counts it (pending transactions included)."""
+        return await web3_errors_as_http(
+            lambda: self.w3.eth.get_transaction_count(signer.address, "pending"), "eth_getTransactionCount"
+        )
 
     async def outcome_of(self, handed: Handed, context: WriteContext) -> dict[str, Any]:
         """The receipt summary of a transaction a node took; whatever goes wrong, the answer has its hash."""

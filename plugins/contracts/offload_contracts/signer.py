@@ -5,10 +5,9 @@ The key never leaves this object: not in logs, not in reprs, not in answers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,31 +68,3 @@ def load_signer(options: Mapping[str, Any], where: str, base_dir: Path) -> Signe
         return Signer(Account.from_key(raw_key.strip()))
     except (ValueError, TypeError):
         raise ConfigError(f"{where} ${key_env} does not hold a valid private key (32 bytes as hex)") from None
-
-
-class NonceAllocator:
-    """Hands out consecutive nonces for one account, in order, under a lock.
-
-    Holding the lock from nonce to send keeps nonces arriving at the nodes in
-    order, so 100 concurrent transactions give 100 consecutive nonces and no
-    gap. After a failed send the next caller asks the chain again.
-    """
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self._next: int | None = None
-
-    async def next(self, fetch: Callable[[], Awaitable[int]]) -> int:
-        """The nonce to use now (call with ``lock`` held)."""
-        if self._next is None:
-            self._next = await fetch()
-        return self._next
-
-    def used(self) -> None:
-        """The nonce from :meth:`next` was accepted by a node."""
-        if self._next is not None:
-            self._next += 1
-
-    def forget(self) -> None:
-        """The chain's view is unknown now; ask again next time."""
-        self._next = None
