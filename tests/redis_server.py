@@ -24,6 +24,7 @@ from offload.testing import bind_loopback
 
 STARTUP_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+PORT_ATTEMPTS = 5
 INSTALL_HINT = "redis-server is not installed: apt-get install redis-server (or put a Valkey/Redis >= 5 on PATH)"
 
 
@@ -58,14 +59,28 @@ def _free_port() -> int:
         sock.close()
 
 
-def _pong(port: int, timeout_s: float = 0.5) -> bool:
-    """Whether a Redis answers PING on 127.0.0.1:``port`` now (one short blocking attempt)."""
+def _answering_pid(port: int, timeout_s: float = 0.5) -> int | None:
+    """The PID of the Redis answering on 127.0.0.1:``port`` now, or None (one short blocking attempt).
+
+    The PID, not just a PONG: between choosing a free port and redis-server
+    binding it, another test run may take it, and its server must not be
+    mistaken for ours.
+    """
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                reply += chunk
     except OSError:
-        return False
+        return None
+    for line in reply.split(b"\r\n"):
+        if line.startswith(b"process_id:"):
+            return int(line.partition(b":")[2])
+    return None
 
 
 class RedisServer:
@@ -77,13 +92,17 @@ class RedisServer:
 
     def __init__(self, executable: str | None = None) -> None:
         self.executable = executable or require_redis_server()
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._set_port(_free_port())
+        self._started_once = False
         self._dir = Path(tempfile.mkdtemp(prefix="offload-redis-"))
         self.socket_path = self._dir / "redis.sock"
         self.unix_url = f"unix://{self.socket_path}?db=0"
         self._log_path = self._dir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
+
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -95,9 +114,25 @@ class RedisServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Start the server and return once it answers PING (fail the test if it does not in time)."""
+        """Start the server and return once it answers on :attr:`port` (fail the test if it does not in time).
+
+        On the first start only, a port that another program took meanwhile is
+        replaced by a new free one; a restart keeps the port or fails.
+        """
         if self.running:
             return
+        for _ in range(PORT_ATTEMPTS):
+            if self._launch():
+                self._started_once = True
+                return
+            log = self._log_path.read_text(errors="replace")[-2000:] if self._log_path.exists() else ""
+            if self._started_once or "Address already in use" not in log:
+                pytest.fail(f"redis-server exited at startup: {log}")
+            self._set_port(_free_port())
+        pytest.fail(f"redis-server found no free port in {PORT_ATTEMPTS} attempts")
+
+    def _launch(self) -> bool:
+        """Run redis-server on :attr:`port`: True once it answers, False if it exited (port taken)."""
         command = [
             self.executable,
             "--bind", "127.0.0.1",
@@ -110,22 +145,23 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self._log_path),
         ]  # fmt: skip
-        self._process = subprocess.Popen(
+        self._log_path.unlink(missing_ok=True)
+        process = self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         pause = 0.001
-        while not _pong(self.port):
-            if self._process.poll() is not None:
-                log = self._log_path.read_text(errors="replace")[-2000:] if self._log_path.exists() else ""
+        while _answering_pid(self.port) != process.pid:
+            if process.poll() is not None:
                 self._process = None
-                pytest.fail(f"redis-server exited at startup: {log}")
+                return False
             if time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"redis-server did not answer PING on 127.0.0.1:{self.port} within {STARTUP_TIMEOUT_S:g} s")
+                pytest.fail(f"redis-server did not answer on 127.0.0.1:{self.port} within {STARTUP_TIMEOUT_S:g} s")
             # Bounded readiness poll of a process we just started (it is usually ready within milliseconds).
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+        return True
 
     def stop(self) -> None:
         """Stop the server by its PID (SIGTERM, SIGKILL if it lingers) and wait until it is gone."""

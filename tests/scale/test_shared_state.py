@@ -44,7 +44,8 @@ def math_table(local_url: str, remote_url: str, *, expected: int = 25, window_s:
     return (
         "[plugins.math]\n"
         f"consider_throughput = true\nexpected_throughput = {expected}\nwindow_s = {window_s}\n"
-        f'servers = [{{ name = "local", url = "{local_url}", local = true }}, {{ name = "remote", url = "{remote_url}" }}]\n'
+        f'servers = [{{ name = "local", url = "{local_url}", local = true }}, '
+        f'{{ name = "remote", url = "{remote_url}" }}]\n'
     )
 
 
@@ -70,7 +71,7 @@ async def counter_value(session: aiohttp.ClientSession, url: str) -> int:
 
 
 async def hundred_increments(urls: list[str]) -> tuple[list[tuple[int, Any]], int, int]:
-    """100 concurrent increments spread over ``urls`` (fresh connections): the answers, and the counter before and after."""
+    """100 concurrent increments spread over ``urls`` (fresh connections): the answers, the counter before and after."""
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, headers=OPERATOR_HEADERS, timeout=timeout) as session:
