@@ -238,14 +238,24 @@ async def test_redis_outage_mid_load_degrades_then_recovers(
                     assert status == 503, body  # refused with a reason until Redis answers again
                     await asyncio.sleep(0.1)
             assert recovered is not None, "writes did not recover within 15 s of Redis restarting"
-            _, health = await get_json(session, urls[1] + "/health")
-            assert health["status"] == "ok"
+            health = await settled_health(session, urls[1])
+            assert health["status"] == "ok", health
         finally:
             stop.set()
             await asyncio.gather(*load)
     assert len(statuses) > served_before > 0
     assert set(statuses) == {200}, f"{sum(1 for s in statuses if s != 200)} math requests failed"
     assert health["state"]["outages"] >= 1 and health["state"]["fallbacks"] >= 1
+
+
+async def settled_health(session: aiohttp.ClientSession, url: str, within_s: float = 10.0) -> Any:
+    """``/health`` once it says "ok" (a busy machine may time one Redis call out right after a restart)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        _, health = await get_json(session, url + "/health")
+        if health["status"] == "ok" or time.monotonic() > deadline:
+            return health
+        await asyncio.sleep(0.1)
 
 
 def test_an_unreachable_state_url_at_startup_is_one_line_and_exit_2(tmp_path: Path) -> None:

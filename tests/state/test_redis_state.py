@@ -130,7 +130,7 @@ async def test_admit_record_count_match_the_sliding_window_counter(connect: Conn
 
 async def test_two_clients_racing_admit_at_most_limit_plus_one(connect: Connect) -> None:
     # This is about atomicity, not latency: a generous timeout keeps a loaded CI machine from failing it.
-    first, second = connect(op_timeout_s=2.0), connect(op_timeout_s=2.0)
+    first, second = (connect(op_timeout_s=2.0, connect_timeout_s=5.0) for _ in range(2))
     limit, attempts = 25, 150
     calls = [client.admit("busy-device", limit, LONG_WINDOW_S) for _ in range(attempts) for client in (first, second)]
     results = await asyncio.gather(*calls)
@@ -419,15 +419,15 @@ async def test_a_stopped_redis_fails_fast_and_is_used_again_once_back(
 async def test_a_redis_that_does_not_answer_times_out_within_op_timeout(
     connect: Connect, redis_server: RedisServer
 ) -> None:
-    state = connect(op_timeout_s=0.1)
+    state = connect(op_timeout_s=0.2)
     await state.ping()
     redis_server.freeze()
     try:
         for name in ("ping", "admit", "cache_get"):
             began = time.monotonic()
-            with pytest.raises(StateUnavailable, match="no answer within 100 ms"):
+            with pytest.raises(StateUnavailable, match="no answer within 200 ms"):
                 await operations(state)[name]()
-            assert time.monotonic() - began < 0.1 + 0.2, name
+            assert 0.19 <= time.monotonic() - began < 0.2 + 0.2, name  # the timeout, not another failure
     finally:
         redis_server.thaw()
     await state.ping()

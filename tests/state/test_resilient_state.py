@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from offload.state import MemoryState, StateUnavailable
+from offload.state import LeaseUnavailable, MemoryState, StateUnavailable
 from offload.state.resilient import ResilientState
 
 
@@ -41,6 +41,8 @@ class Flaky(MemoryState):
 
     def nonce_lease(self, account: str, hold_s: float):  # type: ignore[no-untyped-def]
         self._check()
+        if account == "busy":
+            raise LeaseUnavailable("nonce lease on busy still held by another process after waiting 5 s")
         return super().nonce_lease(account, hold_s)
 
 
@@ -81,4 +83,14 @@ async def test_an_error_inside_a_lease_is_not_an_outage() -> None:
         async with state.nonce_lease("account", 5):
             raise StateUnavailable("nonce lease lost")
     assert state.degraded is False
+    await state.close()
+
+
+async def test_a_lease_busy_too_long_is_a_503_of_its_own_not_an_outage() -> None:
+    state = ResilientState(Flaky())
+    with pytest.raises(LeaseUnavailable) as refused:
+        async with state.nonce_lease("busy", 5):
+            pass
+    assert refused.value.status == 503 and "still held" in refused.value.message
+    assert state.degraded is False and state.status()["outages"] == 0
     await state.close()

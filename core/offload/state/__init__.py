@@ -13,12 +13,13 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..settings import GatewaySettings
-from .base import HealthListener, HealthRecord, NonceLease, StateBackend, StateUnavailable
+from .base import HealthListener, HealthRecord, LeaseUnavailable, NonceLease, StateBackend, StateUnavailable
 from .memory import MemoryState
 
 __all__ = [
     "HealthListener",
     "HealthRecord",
+    "LeaseUnavailable",
     "MemoryState",
     "NonceLease",
     "StateBackend",

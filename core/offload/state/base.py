@@ -33,6 +33,7 @@ from ..throughput import WindowAdmission
 __all__ = [
     "HealthListener",
     "HealthRecord",
+    "LeaseUnavailable",
     "NonceLease",
     "StateBackend",
     "StateUnavailable",
@@ -43,9 +44,19 @@ __all__ = [
 class StateUnavailable(OffloadError):
     """The shared store cannot be reached (or answered too slowly): a 503 that names why."""
 
+    #: Whether the store itself is unreachable (so local state should stand in for it), as
+    #: opposed to one lease being busy or lost while the store answers fine.
+    outage = True
+
     def __init__(self, reason: str) -> None:
         super().__init__(503, f"shared state unavailable: {reason}")
         self.reason = reason
+
+
+class LeaseUnavailable(StateUnavailable):
+    """A nonce lease is still held by another process after waiting, or was lost: the store is fine."""
+
+    outage = False
 
 
 @dataclass(frozen=True, slots=True)

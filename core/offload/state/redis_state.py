@@ -1,8 +1,10 @@
 """Shared state in Redis (or Valkey): what lets a gateway run as many replicas on many machines.
 
 Every operation is one round trip and atomic across processes: a Lua script
-(``EVALSHA``; redis-py loads it again by itself after a server restart) or a
-single command. Windows and expiries are measured with the server's clock
+(``EVALSHA``; when the server does not know it yet, after a restart say,
+redis-py loads it and retries, two more round trips once) or a single
+command. Waiting for a nonce lease that another process holds retries
+``SET NX`` with short pauses. Windows and expiries are measured with the server's clock
 (``redis.call('TIME')``), so the replicas' own clocks do not matter. Only core
 commands, Lua and pub/sub are used, so Redis >= 5 and Valkey both work.
 
@@ -31,11 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
 import random
+import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -46,7 +51,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..throughput import WindowAdmission
-from .base import HealthListener, HealthRecord, NonceLease, StateUnavailable
+from .base import HealthListener, HealthRecord, LeaseUnavailable, NonceLease, StateUnavailable
 
 __all__ = ["RedisState"]
 
@@ -248,6 +253,34 @@ def _decode_record(data: Any) -> HealthRecord | None:
     return record if valid else None
 
 
+# What the errno of a failed connect or send means, in a reason.
+_SOCKET_ERRORS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENOENT: "no socket there",
+    errno.EACCES: "no permission to use the socket",
+    errno.ECONNRESET: "connection lost",
+    errno.EPIPE: "connection lost",
+    errno.ECONNABORTED: "connection lost",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+}
+
+
+_CONNECT_ERRNO = re.compile(r"^Error (\d+) connecting to ")
+
+
+def _socket_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: redis-py rewraps it into a ConnectionError whose message keeps only text."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 5:
+        if isinstance(current, OSError) and not isinstance(current, TimeoutError):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
 def _one_line(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= MAX_DETAIL else line[: MAX_DETAIL - 1] + "…"
@@ -268,7 +301,7 @@ class RedisNonceLease:
             self._state._nonce_script(keys=[lock, sequence], args=[self._token, action, value])
         )
         if not reply or int(reply[0]) != 1:
-            raise StateUnavailable(
+            raise LeaseUnavailable(
                 f"{self._state._where_prefix()}nonce lease lost on {self._account} "
                 f"(held longer than {self._hold_s:g} s, or taken over)"
             )
@@ -402,8 +435,15 @@ class RedisState:
         """One line: which server, and what went wrong, without a password or a traceback."""
         text = str(error)
         lowered = text.lower()
-        if isinstance(error, (TimeoutError, redis.exceptions.TimeoutError)):
-            what = f"no answer within {self.op_timeout_s * 1000:g} ms"
+        if isinstance(error, redis.exceptions.TimeoutError):
+            # redis-py's own: "Timeout connecting to server" or "Timeout reading from <host>".
+            if "connect" in lowered:
+                what = f"no connection within {self.connect_timeout_s * 1000:g} ms"
+            else:
+                what = f"no answer within {self.op_timeout_s * 1000:g} ms"
+        elif isinstance(error, TimeoutError):
+            # The bound on the whole operation (see _call), which includes waiting for a connection.
+            what = f"no answer within {(self.op_timeout_s + self.connect_timeout_s) * 1000:g} ms"
         elif isinstance(
             error, (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
         ):
@@ -414,16 +454,15 @@ class RedisState:
             what = "still loading its data set"
         elif isinstance(error, redis.exceptions.ReadOnlyError):
             what = "read-only (a replica, not the primary)"
-        elif isinstance(error, ConnectionRefusedError) or "refused" in lowered or "connect call failed" in lowered:
-            what = "connection refused"
-        elif isinstance(error, (ConnectionResetError, BrokenPipeError)) or any(
-            word in lowered for word in ("closed by server", "connection reset", "broken pipe", "while reading")
-        ):
+        elif (cause := _socket_error(error)) is not None:
+            what = _SOCKET_ERRORS.get(cause.errno or 0) or (
+                "host not found" if isinstance(cause, socket.gaierror) else f"cannot connect: {cause.strerror or cause}"
+            )
+        elif (code := _CONNECT_ERRNO.search(text)) and int(code.group(1)) in _SOCKET_ERRORS:
+            # The same, when redis-py kept only its message ("Error 111 connecting to host:port. ...").
+            what = _SOCKET_ERRORS[int(code.group(1))]
+        elif any(word in lowered for word in ("closed by server", "connection reset", "broken pipe", "while reading")):
             what = "connection lost"
-        elif "no such file" in lowered:
-            what = "no socket there"
-        elif "name or service not known" in lowered or "nodename nor servname" in lowered:
-            what = "host not found"
         elif isinstance(error, redis.exceptions.ResponseError):
             what = f"error reply: {_one_line(text)}"
         else:
@@ -443,12 +482,10 @@ class RedisState:
         except StateUnavailable:
             raise
         except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
-            # `from None`: the reason says it all, and a chained redis-py error could carry the URL.
+            # `from None`: what callers see and log is the one-line reason; the original
+            # error (and its traceback) only at debug level.
+            log.debug("redis operation failed", exc_info=error)
             raise StateUnavailable(self._reason(error)) from None
-        finally:
-            # An operation that never started (the timeout fired first) must not warn "never awaited".
-            if asyncio.iscoroutine(operation):
-                operation.close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -567,10 +604,12 @@ class RedisState:
         pause = LEASE_BACKOFF_START_S
         hold_ms = _milliseconds(hold_s)
         while True:
+            # If this SET fails (times out) after the server applied it, the lock is orphaned,
+            # but only until hold_ms: the same bound as a holder that died.
             if await self._call(self._client.set(lock_key, token, nx=True, px=hold_ms)):
                 return
             if loop.time() + pause > deadline:
-                raise StateUnavailable(
+                raise LeaseUnavailable(
                     f"{self._where_prefix()}nonce lease on {account} still held by another process "
                     f"after waiting {hold_s:g} s"
                 )

@@ -69,6 +69,8 @@ class ResilientState:
         }
 
     def _mark_down(self, error: StateUnavailable) -> None:
+        if not error.outage:
+            return
         if self.degraded_reason is None:
             self.outages += 1
             self.degraded_since = time.time()
@@ -148,7 +150,8 @@ class ResilientState:
         try:
             lease = await lease_context.__aenter__()
         except StateUnavailable as error:
-            self._mark_down(error)
+            if error.outage:  # a lease busy for too long is a 503 of its own, not a store gone
+                self._mark_down(error)
             raise
         # Errors inside the lease (a lost lease, a failed send) are the holder's to report, not an outage.
         try:

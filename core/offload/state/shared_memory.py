@@ -44,7 +44,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 from ..throughput import CounterStorage, SlidingWindowCounter, WindowAdmission
-from .base import HealthListener, HealthRecord, StateUnavailable
+from .base import HealthListener, HealthRecord, LeaseUnavailable, StateUnavailable
 from .memory import MemoryState
 
 __all__ = ["HEALTH_RECORD_BYTES", "SharedMemoryHandles", "SharedMemoryNonceLease", "SharedMemoryState"]
@@ -181,7 +181,7 @@ class SharedMemoryNonceLease:
         state = self._state
         with _locked(state._nonce_lock, "nonce"):
             if not self._holds():
-                raise StateUnavailable("nonce lease lost: it outlived hold_s and another process took it over")
+                raise LeaseUnavailable("nonce lease lost: it outlived hold_s and another process took it over")
             table, base = state._nonces, self._base
             return table[base + N_NEXT] if table[base + N_KNOWN] else None
 
@@ -192,7 +192,7 @@ class SharedMemoryNonceLease:
         state = self._state
         with _locked(state._nonce_lock, "nonce"):
             if not self._holds():
-                raise StateUnavailable("nonce lease lost: it outlived hold_s and another process took it over")
+                raise LeaseUnavailable("nonce lease lost: it outlived hold_s and another process took it over")
             table, base = state._nonces, self._base
             table[base + N_NEXT] = next_nonce
             table[base + N_KNOWN] = 1
