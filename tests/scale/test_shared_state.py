@@ -103,6 +103,28 @@ async def test_two_workers_hundred_increments_raise_the_counter_by_exactly_100(
     assert health["state"]["backend"] == "shared-memory"
 
 
+async def test_an_idempotency_key_holds_across_workers(edge: EdgeFactory, group: ProcessGroup, tmp_path: Path) -> None:
+    chain = await edge("chain", chain=True)
+    config = write_config(tmp_path, contracts_table(chain.url))
+    replicas = Replicas(group, config, env={KEY_ENV: DEV_PRIVATE_KEY})
+    url = await replicas.start("gateway", workers=2)
+    connector = aiohttp.TCPConnector(force_close=True)  # a new connection per request: either worker may answer
+    async with aiohttp.ClientSession(connector=connector, headers=OPERATOR_HEADERS) as session:
+        before = await counter_value(session, url)
+
+        async def write(key: str) -> tuple[int, Any, str | None]:
+            headers = {"Idempotency-Key": key}
+            async with session.post(url + "/contracts/Counter/increment", json={}, headers=headers) as reply:
+                return reply.status, await reply.json(), reply.headers.get("Idempotent-Replayed")
+
+        answers = await asyncio.gather(*(write("same-key") for _ in range(8)))
+        # Eight at once over fresh connections land on both workers: one write, one answer for all.
+        assert {status for status, _, _ in answers} == {200}
+        assert len({body["data"]["tx_hash"] for _, body, _ in answers}) == 1
+        assert [replayed for _, _, replayed in answers].count("true") == 7
+        assert await counter_value(session, url) == before + 1
+
+
 async def test_two_replicas_sharing_redis_hundred_increments_raise_the_counter_by_exactly_100(
     edge: EdgeFactory, group: ProcessGroup, tmp_path: Path, redis_server: Any
 ) -> None:
@@ -282,3 +304,38 @@ async def test_start_degraded_serves_on_local_state_and_says_so(
         _, health = await get_json(session, url + "/health")
     assert health["status"] == "degraded"
     assert "127.0.0.1" in health["warnings"][0]
+
+
+async def test_an_idempotency_key_holds_across_replicas_sharing_redis(
+    edge: EdgeFactory, group: ProcessGroup, tmp_path: Path, redis_server: Any
+) -> None:
+    chain = await edge("chain", chain=True)
+    config = write_config(tmp_path, contracts_table(chain.url))
+    replicas = Replicas(group, config, env={KEY_ENV: DEV_PRIVATE_KEY})
+    a = await replicas.start("a", "--state", redis_server.url, "--replica", "a")
+    b = await replicas.start("b", "--state", redis_server.url, "--replica", "b")
+    increment = "/contracts/Counter/increment"
+    async with aiohttp.ClientSession(headers=OPERATOR_HEADERS) as session:
+        before = await counter_value(session, a)
+
+        async def write(url: str, key: str, payload: Any = None) -> tuple[int, Any, str | None]:
+            async with session.post(url + increment, json=payload or {}, headers={"Idempotency-Key": key}) as reply:
+                return reply.status, await reply.json(), reply.headers.get("Idempotent-Replayed")
+
+        # A retry that the balancer sends to the other replica gets the first answer back.
+        first = await write(a, "key-1")
+        retry = await write(b, "key-1")
+        assert first[0] == 200 and first[2] is None
+        assert retry[0] == 200 and retry[2] == "true"
+        assert retry[1]["data"]["tx_hash"] == first[1]["data"]["tx_hash"]
+        # The same key sent to both at once: one write, one answer for both.
+        racing = await asyncio.gather(write(a, "key-2"), write(b, "key-2"))
+        assert [status for status, _, _ in racing] == [200, 200]
+        assert racing[0][1]["data"]["tx_hash"] == racing[1][1]["data"]["tx_hash"]
+        assert sorted(replayed or "" for _, _, replayed in racing) == ["", "true"]
+        # The same key for a different request, on either replica: refused.
+        async with session.post(
+            b + "/contracts/Counter/incrementBy", json={"amount": 5}, headers={"Idempotency-Key": "key-1"}
+        ) as reply:
+            assert reply.status == 422
+        assert await counter_value(session, b) == before + 2

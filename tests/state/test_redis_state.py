@@ -343,6 +343,18 @@ async def test_cache_is_shared_and_expires(connect: Connect) -> None:
     assert await eventually(gone, "the cache entry expiring") - started >= SHORT_S
 
 
+async def test_cache_add_is_one_claim_across_processes(connect: Connect) -> None:
+    first, second = connect(), connect()
+    assert first.shares_cache is True
+    claims = await asyncio.gather(*(state.cache_add("claim", b"mine", LONG_WINDOW_S) for state in (first, second) * 5))
+    assert claims.count(True) == 1
+    assert await second.cache_add("claim", b"again", LONG_WINDOW_S) is False
+    await first.cache_delete("claim")
+    assert await second.cache_get("claim") is None
+    assert await second.cache_add("claim", b"again", LONG_WINDOW_S) is True
+    assert await first.cache_add("never", b"x", 0) is False
+
+
 # -- outages ------------------------------------------------------------------------------
 
 

@@ -111,6 +111,8 @@ class StateBackend(Protocol):
     kind: str
     #: Whether other processes see what this one writes.
     shared: bool
+    #: Whether the cache (and so a claim made with :meth:`cache_add`) is seen by other processes too.
+    shares_cache: bool
 
     async def start(self) -> None:
         """Connect and start listening for other processes' health verdicts (inside the event loop)."""
@@ -186,4 +188,12 @@ class StateBackend(Protocol):
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Cache ``value`` under ``key`` for ``ttl_s`` seconds."""
+        ...
+
+    async def cache_add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Atomically cache ``value`` only if ``key`` holds nothing; True if it was stored (a claim)."""
+        ...
+
+    async def cache_delete(self, key: str) -> None:
+        """Remove ``key`` from the cache (nothing if absent)."""
         ...

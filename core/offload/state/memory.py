@@ -41,6 +41,7 @@ class MemoryState:
 
     kind = "memory"
     shared = False
+    shares_cache = False
 
     def __init__(
         self,
@@ -126,6 +127,15 @@ class MemoryState:
             return None
         self._cache.move_to_end(key)
         return value
+
+    async def cache_add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        if ttl_s <= 0 or await self.cache_get(key) is not None:
+            return False
+        await self.cache_set(key, value, ttl_s)
+        return True
+
+    async def cache_delete(self, key: str) -> None:
+        self._cache.pop(key, None)
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
         if ttl_s <= 0:

@@ -339,6 +339,7 @@ class RedisState:
 
     kind = "redis"
     shared = True
+    shares_cache = True
 
     def __init__(
         self,
@@ -742,3 +743,14 @@ class RedisState:
         if not ttl_s > 0:
             return
         await self._call(self._client.set(self._cache_key(key), value, px=_milliseconds(ttl_s)))
+
+    async def cache_add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """``SET NX PX``: store ``value`` only if the key is free; True if this call stored it."""
+        if not ttl_s > 0:
+            return False
+        stored = await self._call(self._client.set(self._cache_key(key), value, px=_milliseconds(ttl_s), nx=True))
+        return bool(stored)
+
+    async def cache_delete(self, key: str) -> None:
+        """Remove the key (nothing if absent)."""
+        await self._call(self._client.delete(self._cache_key(key)))

@@ -178,6 +178,27 @@ class ResilientState:
     async def cache_get(self, key: str) -> bytes | None:
         return await self._either(lambda: self.primary.cache_get(key), lambda: self.local.cache_get(key))
 
+    @property
+    def shares_cache(self) -> bool:
+        return self.primary.shares_cache
+
+    async def cache_add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        # A claim taken in local state would let another replica claim the same key: refuse instead.
+        return await self._shared_only(lambda: self.primary.cache_add(key, value, ttl_s))
+
+    async def cache_delete(self, key: str) -> None:
+        await self._shared_only(lambda: self.primary.cache_delete(key))
+
+    async def _shared_only(self, shared: Callable[[], Awaitable[T]]) -> T:
+        """``shared()``, or :class:`StateUnavailable` while the store is down (no local stand-in)."""
+        if self.degraded_reason is not None:
+            raise StateUnavailable(self.degraded_reason)
+        try:
+            return await shared()
+        except StateUnavailable as error:
+            self._mark_down(error)
+            raise
+
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._either(
             lambda: self.primary.cache_set(key, value, ttl_s), lambda: self.local.cache_set(key, value, ttl_s)

@@ -228,6 +228,7 @@ class SharedMemoryState:
 
     kind = "shared-memory"
     shared = True
+    shares_cache = False  # the cache is per process (see the class doc)
 
     def __init__(self, handles: SharedMemoryHandles) -> None:
         if len(handles) != 8:
@@ -597,6 +598,14 @@ class SharedMemoryState:
     async def cache_get(self, key: str) -> bytes | None:
         """The value this process cached, or None (the cache is not shared between workers yet)."""
         return await self._cache.cache_get(key)
+
+    async def cache_add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Per process, like the rest of this cache."""
+        return await self._cache.cache_add(key, value, ttl_s)
+
+    async def cache_delete(self, key: str) -> None:
+        """Per process, like the rest of this cache."""
+        await self._cache.cache_delete(key)
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Cache ``value`` in this process for ``ttl_s`` seconds (not shared between workers yet)."""

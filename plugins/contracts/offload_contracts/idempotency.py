@@ -6,22 +6,26 @@ its write was applied; retrying it blindly may apply it twice. With the same key
 request under a key already used is refused (422), as Stripe and the IETF draft
 ``draft-ietf-httpapi-idempotency-key-header`` do.
 
-The store is in memory, per gateway process, behind :class:`IdempotencyStore`
-so that a shared store (Redis) can replace it without touching the routes.
+The store is in memory, per gateway process. With a state backend whose cache
+is shared (Redis), :class:`SharedClaims` adds a claim on each key there, so a
+retry that a balancer sends to another replica finds the first request too:
+it waits for it, or gets its stored answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from offload import OffloadError
+from offload import OffloadError, StateBackend, StateUnavailable
 
 HEADER = "Idempotency-Key"
 # Stripe's limit; longer keys are not keys a client generates, only a way to fill memory.
@@ -31,7 +35,13 @@ DEFAULT_TTL_S = 24 * 3600.0  # Stripe keeps keys for 24 hours
 # What a retry that finds its key's first request still running is told to wait before asking again.
 RETRY_AFTER_S = 1
 
+# A claim outlives its first request's longest wait by this much, so it never lapses while that runs.
+CLAIM_SLACK_S = 30.0
+# How often a retry on another replica looks whether the first request finished.
+SHARED_POLL_S = 0.05
+
 V = TypeVar("V")
+log = logging.getLogger("offload.contracts")
 
 
 class KeyRefused(OffloadError):
@@ -94,6 +104,72 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+@dataclass(frozen=True)
+class SharedRecord:
+    """What the shared store holds for a key: the request it was used for, and its answer once stored."""
+
+    fingerprint: str
+    done: bool
+    value: Any = None
+
+
+class SharedClaims:
+    """Claims on keys in the gateway's shared state (``PluginContext.state``), seen by every replica.
+
+    ``state`` is asked anew on each use (workers attach their state only once
+    they start); claims are made only when its cache is shared across
+    processes. ``encode``/``decode`` turn an answer into JSON-ready data and back.
+    """
+
+    def __init__(
+        self,
+        state: Callable[[], StateBackend],
+        encode: Callable[[Any], Any],
+        decode: Callable[[Any], Any],
+        *,
+        poll_s: float = SHARED_POLL_S,
+    ) -> None:
+        self.state = state
+        self.encode = encode
+        self.decode = decode
+        self.poll_s = poll_s
+
+    def active(self) -> bool:
+        """Whether other processes see the claims (a Redis-backed state), so they are worth making."""
+        return bool(getattr(self.state(), "shares_cache", False))
+
+    @staticmethod
+    def key_for(scope: str, key: str) -> str:
+        """The store's key: a digest, so neither the key nor the token's digest is stored as given."""
+        return "idempotency:" + hashlib.sha256(f"{scope}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def claim(self, shared_key: str, request_fingerprint: str, ttl_s: float) -> bool:
+        """Take the key for this process's first request; False if another request has it."""
+        record = json.dumps({"fingerprint": request_fingerprint, "done": False}).encode()
+        return await self.state().cache_add(shared_key, record, ttl_s)
+
+    async def read(self, shared_key: str) -> SharedRecord | None:
+        """The key's record, or None if it is free (released, expired, or never used)."""
+        raw = await self.state().cache_get(shared_key)
+        if raw is None:
+            return None
+        try:
+            record = json.loads(raw)
+            value = self.decode(record["value"]) if record["done"] else None
+            return SharedRecord(str(record["fingerprint"]), bool(record["done"]), value)
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable (written by another version): treated as free
+
+    async def finish(self, shared_key: str, request_fingerprint: str, value: Any, ttl_s: float) -> None:
+        """Store the first request's answer for every later retry."""
+        record = {"fingerprint": request_fingerprint, "done": True, "value": self.encode(value)}
+        await self.state().cache_set(shared_key, json.dumps(record, default=str).encode(), ttl_s)
+
+    async def release(self, shared_key: str) -> None:
+        """Free the key: nothing was applied, so a retry may run again."""
+        await self.state().cache_delete(shared_key)
+
+
 class IdempotencyStore(Generic[V]):
     """Keys of writes and their first outcomes, bounded in count and age, safe under concurrency.
 
@@ -110,11 +186,14 @@ class IdempotencyStore(Generic[V]):
         ttl_s: float = DEFAULT_TTL_S,
         wait_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedClaims | None = None,
     ) -> None:
         self.max_keys = max_keys
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self.clock = clock
+        # Claims other replicas see; None (or an unshared state): this process alone.
+        self.shared = shared
         # By (scope, key), oldest first: expiry and eviction look at the front only.
         self._entries: OrderedDict[tuple[str, str], _Entry[V]] = OrderedDict()
 
@@ -137,8 +216,66 @@ class IdempotencyStore(Generic[V]):
 
         Raises :class:`KeyRefused` 422 when ``key`` was used for a different request,
         409 when its first request still runs after ``wait_s``, 503 when the store is
-        full of running requests.
+        full of running requests, and :class:`~offload.StateUnavailable` (503) when
+        the shared store cannot be reached.
         """
+        self._expire()
+        shared = self.shared if self.shared is not None and self.shared.active() else None
+        if shared is None or (scope, key) in self._entries:
+            return await self._run_here(scope, key, request_fingerprint, action)
+        return await self._run_shared(shared, scope, key, request_fingerprint, action)
+
+    async def _run_shared(
+        self,
+        shared: SharedClaims,
+        scope: str,
+        key: str,
+        request_fingerprint: str,
+        action: Callable[[], Awaitable[tuple[V, bool]]],
+    ) -> tuple[V, bool]:
+        """:meth:`run` across replicas: claim the key in the shared store, or wait for whoever has it."""
+        deadline = self.clock() + self.wait_s
+        shared_key = shared.key_for(scope, key)
+        while True:
+            if await shared.claim(shared_key, request_fingerprint, 2 * self.wait_s + CLAIM_SLACK_S):
+
+                async def first() -> tuple[V, bool]:
+                    try:
+                        outcome, keep = await action()
+                    except BaseException:
+                        with contextlib.suppress(StateUnavailable):
+                            await shared.release(shared_key)
+                        raise
+                    try:
+                        if keep:
+                            await shared.finish(shared_key, request_fingerprint, outcome, self.ttl_s)
+                        else:
+                            await shared.release(shared_key)
+                    except StateUnavailable as error:
+                        # The answer is still kept here; only other replicas cannot see it.
+                        log.warning("idempotency key's answer not shared: %s", error.reason)
+                    return outcome, keep
+
+                return await self._run_here(scope, key, request_fingerprint, first)
+            record = await shared.read(shared_key)
+            if record is not None:
+                if record.fingerprint != request_fingerprint:
+                    raise _mismatch(key)
+                if record.done:
+                    return record.value, True
+            if self.clock() >= deadline:
+                raise _still_running(key)
+            # Claimed elsewhere and running (or just released): look again shortly.
+            await asyncio.sleep(shared.poll_s)
+
+    async def _run_here(
+        self,
+        scope: str,
+        key: str,
+        request_fingerprint: str,
+        action: Callable[[], Awaitable[tuple[V, bool]]],
+    ) -> tuple[V, bool]:
+        """:meth:`run` within this process."""
         deadline = self.clock() + self.wait_s
         while True:
             self._expire()
@@ -146,21 +283,14 @@ class IdempotencyStore(Generic[V]):
             if entry is None:
                 return await self._first(scope, key, request_fingerprint, action)
             if entry.fingerprint != request_fingerprint:
-                raise KeyRefused(
-                    422,
-                    f"{HEADER} {key[:40]!r} was already used for a different request; use a new key for a new request",
-                )
+                raise _mismatch(key)
             if entry.stored:
                 return entry.outcome, True  # type: ignore[return-value]
             assert entry.running is not None
             # The first request still runs: wait for it, then look again (it may have released the key).
             remaining = deadline - self.clock()
             if remaining <= 0 or not await self._wait(entry, remaining):
-                raise KeyRefused(
-                    409,
-                    f"a request with {HEADER} {key[:40]!r} is still in progress; retry later",
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
-                )
+                raise _still_running(key)
 
     async def _first(
         self, scope: str, key: str, request_fingerprint: str, action: Callable[[], Awaitable[tuple[V, bool]]]
@@ -221,3 +351,17 @@ class IdempotencyStore(Generic[V]):
             "(idempotency_max_keys in [plugins.contracts]); retry later",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
+
+
+def _mismatch(key: str) -> KeyRefused:
+    return KeyRefused(
+        422, f"{HEADER} {key[:40]!r} was already used for a different request; use a new key for a new request"
+    )
+
+
+def _still_running(key: str) -> KeyRefused:
+    return KeyRefused(
+        409,
+        f"a request with {HEADER} {key[:40]!r} is still in progress; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )

@@ -31,7 +31,15 @@ from offload import (
 
 from .abi_args import DEFAULT_MAX_ARG_BYTES, bind_arguments
 from .catalog import ContractSpec, is_view, load_contracts
-from .idempotency import DEFAULT_MAX_KEYS, DEFAULT_TTL_S, HEADER, IdempotencyStore, fingerprint, operator_scope
+from .idempotency import (
+    DEFAULT_MAX_KEYS,
+    DEFAULT_TTL_S,
+    HEADER,
+    IdempotencyStore,
+    SharedClaims,
+    fingerprint,
+    operator_scope,
+)
 from .jsonify import to_json
 from .outcomes import DEFAULT_LOOKUP_S, DEFAULT_MAX_TRACKED, is_tx_hash
 from .rpc import (
@@ -45,6 +53,7 @@ from .rpc import (
 )
 from .rpc_proxy import DEFAULT_MAX_BATCH, RpcProxy, RpcReply
 from .service import ContractService
+from .shared_answers import decode_answer, encode_answer
 from .signer import load_signer
 from .writes import WriteAnswers, begin
 
@@ -220,6 +229,8 @@ class ContractRoutes:
             ttl_s=self.limits.idempotency_ttl_s,
             # A retry waits for its first request as long as that one may wait for a receipt.
             wait_s=self.limits.receipt_timeout_s,
+            # Replicas sharing Redis share the keys too: a retry sent to another replica is not a second write.
+            shared=SharedClaims(lambda: plugin.state, encode_answer, decode_answer),
         )
         self.writes = WriteAnswers(plugin, self.service, store)
         self.proxy = RpcProxy(sender, self.service, allowed, max_batch=self.limits.max_batch, store=store)
