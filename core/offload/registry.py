@@ -58,6 +58,8 @@ class Server:
     # process or another replica (offload.shared_health).
     verdict_by: str | None = None
     verdict_at: float | None = None
+    # When a request last succeeded here (wall clock): how recent an "up" verdict is.
+    last_success_at: float | None = None
 
     @property
     def address(self) -> str:
@@ -126,6 +128,7 @@ class Server:
             self.measured_by_requests = False
         self.record_latency(seconds, concurrency)
         self.breaker.on_success()
+        self.last_success_at = time.time()
 
     def record_failure(self, reason: str, *, may_open: bool, immediate: bool = False) -> bool:
         """A request failed; returns True if that opened the circuit."""

@@ -49,6 +49,17 @@ def own_verdict(server: Server) -> bool | None:
     return None
 
 
+def observed_at(server: Server, available: bool) -> float:
+    """When this process saw what its verdict says: a failure just now (verdicts are compared
+    every tick), a server "up" only as of its last passed probe or answered request. An "up"
+    from an old probe must not override another process's newer "down"."""
+    now = time.time()
+    if not available:
+        return now
+    seen = [moment for moment in (server.last_probe_at, server.last_success_at) if moment is not None]
+    return max(seen) if seen else now
+
+
 class HealthSharing:
     """Publishes this process's health verdicts and adopts newer ones from the others."""
 
@@ -108,15 +119,15 @@ class HealthSharing:
                 if verdict is None or self._last.get(key) == verdict:
                     continue
                 self._last[key] = verdict
-                now = time.time()
-                server.verdict_by, server.verdict_at = self.replica, now
+                observed = observed_at(server, verdict)
+                server.verdict_by, server.verdict_at = self.replica, observed
                 record = HealthRecord(
                     pool=pool.name,
                     server=server.url,
                     available=verdict,
                     reason=None if verdict else server.exclusion(),
                     replica=self.replica,
-                    at=now,
+                    at=observed,
                     ttl_s=self.ttl_s,
                 )
                 await self.state.publish_health(record)

@@ -217,6 +217,44 @@ async def test_an_edge_ejected_by_replica_a_is_excluded_on_replica_b_within_two_
     assert view["health_sharing"]["adopted"] >= 1
 
 
+async def test_an_edge_ejected_by_one_worker_is_excluded_by_every_worker(
+    edge: EdgeFactory, group: ProcessGroup, tmp_path: Path
+) -> None:
+    steady = await edge("steady")
+    doomed_port = free_port()
+    doomed_url = f"http://127.0.0.1:{doomed_port}"
+    doomed = group.start(
+        "doomed",
+        [sys.executable, "-m", "offload_edge", "--port", str(doomed_port), "--name", "doomed", "--processes", "1"],
+        doomed_url + "/health",
+    )
+    await group.wait_healthy(doomed, timeout_s=60)
+    table = (
+        '[plugins.math]\npolicy = "round_robin"\n'
+        f'servers = [{{ name = "doomed", url = "{doomed_url}" }}, {{ name = "steady", url = "{steady.url}" }}]\n'
+    )
+    config = write_config(tmp_path, table)  # probes every 60 s: only requests find the edge dead
+    url = await Replicas(group, config).start("gateway", workers=2)
+    group.kill(doomed)
+    # One keep-alive connection: every request reaches the same worker, which alone finds the edge dead.
+    async with aiohttp.ClientSession() as session:
+        for index in range(10):
+            status, _ = await get_json(session, f"{url}/square/{index}")
+            assert status == 200
+    excluded_on: dict[str, str] = {}
+    deadline = time.monotonic() + 5
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+        while len(excluded_on) < 2 and time.monotonic() < deadline:
+            _, view = await get_json(fresh, url + "/servers")
+            doomed_view = server_view(view, "math", "doomed")
+            if not doomed_view["available"]:
+                excluded_on[view["health_sharing"]["replica"]] = str(doomed_view["decided_by"])
+            await asyncio.sleep(0.02)
+    assert len(excluded_on) == 2, f"only {sorted(excluded_on)} excluded the dead edge within 5 s"
+    # One worker decided, the other adopted its verdict.
+    assert len(set(excluded_on.values())) == 1 and next(iter(excluded_on.values())) in excluded_on
+
+
 async def test_redis_outage_mid_load_degrades_then_recovers(
     edge: EdgeFactory, group: ProcessGroup, tmp_path: Path, redis_server: Any
 ) -> None:

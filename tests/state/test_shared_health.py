@@ -58,7 +58,8 @@ async def test_a_probe_failure_on_a_is_adopted_by_b_and_not_echoed() -> None:
     await b.start()
     try:
         assert await a.publish_changes() == 2  # a's first verdicts: both servers up
-        assert await b.publish_changes() == 0  # b adopted them (newer than its own probes): nothing to add
+        # b probed after a did: a's "up" (as of a's probe) is older than b's own view, so b has its own.
+        assert b.adopted == 0 and await b.publish_changes() == 2
         bus.published.clear()
         pool_a.servers[0].record_probe(False, None, "connection refused", None)
         assert await a.publish_changes() == 1
@@ -124,3 +125,18 @@ async def test_nothing_is_shared_with_the_in_process_backend() -> None:
     sharing = HealthSharing(registry, MemoryState(), replica="solo")
     await sharing.start()
     assert sharing.active is False and sharing._task is None
+
+
+async def test_an_up_published_late_is_dated_by_its_probe_and_loses_to_a_newer_down() -> None:
+    bus = Bus()
+    slow, _ = process(bus, "slow")  # probed first; its first tick comes after quick's news (not listening yet)
+    quick, pool_quick = process(bus, "quick")
+    await quick.start()
+    pool_quick.servers[0].record_failure("refused", may_open=True, immediate=True)
+    assert await quick.publish_changes() == 2  # e1 down (its circuit opened), e2 up
+    assert await slow.publish_changes() == 2  # e1 and e2 up, as of its probes
+    late_up = bus.published[-2]
+    assert (late_up.replica, late_up.server, late_up.available) == ("slow", URL, True)
+    assert late_up.at < bus.published[0].at  # dated by the probe, not by when it was sent
+    assert pool_quick.servers[0].available is False and pool_quick.servers[0].verdict_by == "quick"
+    await quick.stop()
