@@ -3,7 +3,8 @@
 Each child attaches to the parent's tables and works on them; the parent then
 checks what only sharing can explain: one window admitting ``limit + 1`` events
 in all, nonce leases that never overlapped, a health verdict crossing processes,
-a dead holder's lease taken over and the late holder fenced off.
+a dead holder's lease taken over and the late holder fenced off, cached values
+and claims crossing processes, and one winner per key among racing claims.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from offload.state import shared_memory
 from offload.state.base import HealthRecord, StateUnavailable
-from offload.state.shared_memory import HEALTH_RECORD_BYTES, SharedMemoryState
+from offload.state.shared_memory import CACHE_KEY_BYTES, HEALTH_RECORD_BYTES, SharedMemoryState
 from offload.throughput import WindowAdmission
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -297,11 +299,12 @@ async def test_a_long_reason_is_cut_to_fit_its_slot(state: SharedMemoryState) ->
 # -- cache, ping, hand-over -------------------------------------------------------------------
 
 
-async def test_cache_is_per_process_and_ping_answers(state: SharedMemoryState) -> None:
+async def test_ping_answers_and_another_attachment_sees_the_cache(state: SharedMemoryState) -> None:
     await state.ping()
+    assert (state.shares_cache, state.cache_slots, state.cache_value_bytes) == (True, 512, 16384)
     await state.cache_set("block", b"0x10", 30)
     assert await state.cache_get("block") == b"0x10"
-    assert await SharedMemoryState.attach(state.handles()).cache_get("block") is None
+    assert await SharedMemoryState.attach(state.handles()).cache_get("block") == b"0x10"
 
 
 def test_handles_go_into_sanic_shared_ctx_without_warnings(
@@ -315,3 +318,163 @@ def test_handles_go_into_sanic_shared_ctx_without_warnings(
     context = shared_ctx.SharedContext()
     context.offload_state = state.handles()
     assert warnings == []
+
+
+# -- shared cache -----------------------------------------------------------------------------
+
+
+def run_cache_steps(handles: tuple[Any, ...], steps: list[tuple[Any, ...]], results: Any) -> None:
+    """Run ``("get" | "set" | "add" | "delete", *arguments)`` steps on the shared cache; report their results."""
+    state = SharedMemoryState.attach(handles)
+
+    async def main() -> list[Any]:
+        return [await getattr(state, f"cache_{name}")(*arguments) for name, *arguments in steps]
+
+    results.put(asyncio.run(main()))
+
+
+def race_claims(handles: tuple[Any, ...], keys: list[str], barrier: Any, results: Any) -> None:
+    state = SharedMemoryState.attach(handles)
+    mine = str(os.getpid()).encode()
+
+    async def main() -> list[bool]:
+        barrier.wait(WAIT_S)  # inside the loop already: every child claims the same keys at the same moment
+        return [await state.cache_add(key, mine, 30) for key in keys]
+
+    results.put((mine, asyncio.run(main())))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The cache's monotonic clock in ms, moved by the test (``clock[0] += ...``)."""
+    now = [10_000_000]
+    monkeypatch.setattr(shared_memory, "_now_ms", lambda: now[0])
+    return now
+
+
+async def test_values_and_claims_cross_processes(state: SharedMemoryState) -> None:
+    await state.cache_set("from-parent", b"parent's", 30)
+    assert await state.cache_add("claimed", b"parent", 30)
+    steps = [
+        ("get", "from-parent"),
+        ("set", "from-child", b"child's", 30),
+        ("add", "claimed", b"child", 30),  # the parent holds it
+        ("get", "claimed"),
+        ("delete", "claimed"),
+        ("add", "claimed", b"child", 30),  # freed: a new claim
+        ("get", "missing"),
+    ]
+    results = SPAWN.Queue()
+    with children(SPAWN.Process(target=run_cache_steps, args=(state.handles(), steps, results))):
+        assert await get(results) == [b"parent's", None, False, b"parent", None, True, None]
+
+    assert await state.cache_get("from-child") == b"child's"
+    assert not await state.cache_add("claimed", b"parent", 30)
+    assert await state.cache_get("claimed") == b"child"
+
+
+async def test_racing_claims_have_exactly_one_winner_per_key(state: SharedMemoryState) -> None:
+    count, keys = 4, [f"idempotency:{index}" for index in range(100)]
+    barrier, results = SPAWN.Barrier(count), SPAWN.Queue()
+    racers = [SPAWN.Process(target=race_claims, args=(state.handles(), keys, barrier, results)) for _ in range(count)]
+    with children(*racers):
+        reports = [await get(results) for _ in racers]
+
+    winners = {key: [pid for pid, claimed in reports if claimed[index]] for index, key in enumerate(keys)}
+    assert [len(pids) for pids in winners.values()] == [1] * len(keys)
+    assert {key: await state.cache_get(key) for key in keys} == {key: pids[0] for key, pids in winners.items()}
+
+
+async def test_entries_expire_and_a_ttl_of_zero_stores_nothing(state: SharedMemoryState, clock: list[int]) -> None:
+    await state.cache_set("block", b"0x10", 1.0)
+    clock[0] += 999
+    assert await state.cache_get("block") == b"0x10"
+    clock[0] += 1
+    assert await state.cache_get("block") is None
+
+    assert await state.cache_add("claim", b"first", 0.5)
+    assert not await state.cache_add("claim", b"second", 0.5)
+    clock[0] += 500
+    assert await state.cache_add("claim", b"second", 0.5)  # the first claim expired
+    assert await state.cache_get("claim") == b"second"
+
+    assert not await state.cache_add("zero", b"x", 0)
+    assert not await state.cache_add("zero", b"x", -1)
+    await state.cache_set("zero", b"x", 0)
+    assert await state.cache_get("zero") is None
+    await state.cache_set("kept", b"old", 30)
+    await state.cache_set("kept", b"new", 0)  # stores nothing, as MemoryState does
+    assert await state.cache_get("kept") == b"old"
+
+
+async def test_a_too_large_value_is_refused_and_never_truncated(spawn_default: None) -> None:
+    state = SharedMemoryState.create(cache_slots=4, cache_value_bytes=64)
+    await state.cache_set("answer", b"x" * 64, 30)
+    assert await state.cache_get("answer") == b"x" * 64
+
+    with pytest.raises(ValueError, match=r"value of 65 bytes is longer than .* limit of 64 bytes") as refused:
+        await state.cache_set("answer", b"y" * 65, 30)
+    assert await state.cache_get("answer") == b"x" * 64  # the old value stays, whole
+    # Also "not shared" for code that stores answers for other processes (StateUnavailable, no outage).
+    assert isinstance(refused.value, StateUnavailable) and not refused.value.outage
+    with pytest.raises(ValueError, match="limit of 64 bytes"):
+        await state.cache_add("claim", b"y" * 65, 30)
+    assert await state.cache_get("claim") is None
+
+    long_key = "k" * (CACHE_KEY_BYTES + 1)
+    with pytest.raises(ValueError, match=f"limit of {CACHE_KEY_BYTES} bytes per key"):
+        await state.cache_set(long_key, b"v", 30)
+    assert await state.cache_get(long_key) is None
+    await state.cache_delete(long_key)
+
+
+async def test_a_full_cache_evicts_ordinary_entries_but_never_a_live_claim(
+    spawn_default: None, clock: list[int]
+) -> None:
+    state = SharedMemoryState.create(cache_slots=3)
+    await state.cache_set("a", b"a", 30)
+    await state.cache_set("b", b"b", 30)
+    assert await state.cache_add("claim-1", b"c1", 30)
+    assert await state.cache_get("a") == b"a"  # "b" is now the least recently used
+    await state.cache_set("d", b"d", 30)
+    assert [await state.cache_get(key) for key in ("a", "b", "claim-1", "d")] == [b"a", None, b"c1", b"d"]
+
+    # Claims evict ordinary entries too, the least recently used first.
+    assert await state.cache_add("claim-2", b"c2", 30)
+    assert await state.cache_add("claim-3", b"c3", 1)
+    assert await state.cache_get("a") is None and await state.cache_get("d") is None
+
+    # Nothing but live claims: refused with a 503, whether claiming or setting; every claim stays.
+    with pytest.raises(StateUnavailable, match="cache full: all 3 slots hold unexpired claims"):
+        await state.cache_add("claim-4", b"c4", 30)
+    with pytest.raises(StateUnavailable, match="cache full"):
+        await state.cache_set("e", b"e", 30)
+    assert [await state.cache_add(key, b"again", 30) for key in ("claim-1", "claim-2", "claim-3")] == [False] * 3
+
+    # An expired claim makes room...
+    clock[0] += 1000
+    assert await state.cache_add("claim-4", b"c4", 30)
+    # ... and so does a claim answered with cache_set (an ordinary entry from then on) or deleted.
+    await state.cache_set("claim-1", b"answer", 30)
+    assert await state.cache_add("claim-5", b"c5", 30)
+    assert await state.cache_get("claim-1") is None
+    await state.cache_delete("claim-2")
+    assert await state.cache_add("claim-6", b"c6", 30)
+    assert [await state.cache_get(key) for key in ("claim-4", "claim-5", "claim-6")] == [b"c4", b"c5", b"c6"]
+
+
+async def test_a_hash_collision_never_answers_with_another_keys_value(
+    state: SharedMemoryState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_memory, "_hash64_bytes", lambda data: 7)  # every key collides
+    await state.cache_set("key-a", b"A", 30)
+    await state.cache_set("key-b", b"B", 30)
+    assert (await state.cache_get("key-a"), await state.cache_get("key-b")) == (b"A", b"B")
+    assert await state.cache_get("key-c") is None
+    assert await state.cache_get("key") is None  # a prefix of the stored keys
+    assert not await state.cache_add("key-a", b"other", 30)
+    assert await state.cache_add("key-c", b"C", 30)
+    await state.cache_delete("key-b")
+    assert [await state.cache_get(key) for key in ("key-a", "key-b", "key-c")] == [b"A", None, b"C"]
+    assert await state.cache_add("key-b", b"B2", 30)
+    assert await state.cache_get("key-b") == b"B2"

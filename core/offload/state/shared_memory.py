@@ -6,7 +6,7 @@ starts them with the "spawn" method). The main process creates the tables
 hands :meth:`SharedMemoryState.handles` to the workers through
 ``app.shared_ctx``; each worker then calls :meth:`SharedMemoryState.attach`.
 
-Three tables, each behind one ``multiprocessing.Lock`` that is held for a few
+Four tables, each behind one ``multiprocessing.Lock`` that is held for a few
 microseconds and never across an ``await``:
 
 * **windows**: slots claimed lazily by a 64-bit hash of the key, each holding
@@ -18,11 +18,22 @@ microseconds and never across an ``await``:
   its deadline may be taken over, and the old holder's writes are then refused;
 * **health**: a slot per (pool, server URL) holding the JSON-encoded verdict,
   its expiry and a global sequence number, which each process polls to tell
-  its listeners what is new.
+  its listeners what is new;
+* **cache**: slots found by a 64-bit hash of the key, each holding the key in
+  full (so a hash collision never answers with another key's value), the
+  value, its expiry (``time.monotonic`` ms) and its last use. A key is looked
+  up and, if absent, inserted under the lock, so :meth:`~SharedMemoryState.cache_add`
+  is an atomic claim across processes (the contracts plugin's Idempotency-Key
+  handling relies on it).
 
-Memory is bounded and fixed at creation. The cache is *not* shared: each
-process keeps its own (an in-process :class:`~offload.state.memory.MemoryState`);
-sharing it between workers is left to a later issue.
+Memory is bounded and fixed at creation. When the cache is full, a new key
+takes an expired slot, else the least recently used *ordinary* entry; an
+unexpired claim (an entry :meth:`~SharedMemoryState.cache_add` made and no
+:meth:`~SharedMemoryState.cache_set` replaced yet) is never evicted, since
+freeing it would let another process claim the same key while its first
+request still runs. A table holding nothing but claims refuses new keys with
+:class:`~offload.state.base.StateUnavailable` (a 503), as the in-process
+idempotency store refuses when full of running requests.
 """
 
 from __future__ import annotations
@@ -45,9 +56,15 @@ from typing import Any, TypeVar
 
 from ..throughput import CounterStorage, SlidingWindowCounter, WindowAdmission
 from .base import HealthListener, HealthRecord, LeaseUnavailable, StateUnavailable
-from .memory import MemoryState
 
-__all__ = ["HEALTH_RECORD_BYTES", "SharedMemoryHandles", "SharedMemoryNonceLease", "SharedMemoryState"]
+__all__ = [
+    "CACHE_KEY_BYTES",
+    "HEALTH_RECORD_BYTES",
+    "CacheEntryTooLarge",
+    "SharedMemoryHandles",
+    "SharedMemoryNonceLease",
+    "SharedMemoryState",
+]
 
 log = logging.getLogger("offload.state")
 
@@ -74,6 +91,14 @@ HEALTH_ROW = 6
 #: Bytes of one JSON-encoded health record at most (a longer reason is truncated).
 HEALTH_RECORD_BYTES = 1024
 
+# A cache slot: [key hash (0: free), expiry in ms, last use in ns (PINNED: a claim), key length, value length].
+C_HASH, C_EXPIRES, C_USED, C_KEY_LENGTH, C_VALUE_LENGTH = range(5)
+CACHE_ROW = 5
+# The "last use" of a claim: never the least recently used, so never evicted while unexpired.
+PINNED = 2**63 - 1
+#: Bytes of one cache key at most (UTF-8), stored in full in its slot next to the value.
+CACHE_KEY_BYTES = 256
+
 INT64 = ctypes.sizeof(ctypes.c_int64)
 MAX_INT64 = 2**63 - 1
 
@@ -89,7 +114,12 @@ LEASE_RETRY_MAX_S = 0.010
 
 def _hash64(text: str) -> int:
     """A stable 64-bit hash (the built-in ``hash`` differs between processes), never 0 (0 marks "free")."""
-    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+    return _hash64_bytes(text.encode())
+
+
+def _hash64_bytes(data: bytes) -> int:
+    """:func:`_hash64` of bytes."""
+    value = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
     return value or 1
 
 
@@ -120,6 +150,19 @@ def _snapshot(raw: Any) -> array.array[int]:
     copy = array.array("q")
     copy.frombytes(ctypes.string_at(ctypes.addressof(raw), ctypes.sizeof(raw)))
     return copy
+
+
+class CacheEntryTooLarge(StateUnavailable, ValueError):
+    """A cache key or value longer than its fixed slot: nothing was stored, and the old value stays.
+
+    A :class:`ValueError` (the caller's data does not fit) that is also a
+    :class:`StateUnavailable` without ``outage``, so that code storing an
+    answer for other processes (the contracts plugin's ``SharedClaims.finish``)
+    treats it as "answer not shared" instead of failing a request whose work
+    is already done.
+    """
+
+    outage = False
 
 
 @contextlib.contextmanager
@@ -220,19 +263,19 @@ class SharedMemoryNonceLease:
 
 
 class SharedMemoryState:
-    """Windows, nonce leases and health verdicts shared by the processes of one machine (see the module doc).
+    """Windows, nonce leases, health verdicts and a cache shared by the processes of one machine.
 
-    Build it with :meth:`create` in the main process and :meth:`attach` in each
-    worker, never with the constructor. The cache is per process.
+    See the module doc. Build it with :meth:`create` in the main process and
+    :meth:`attach` in each worker, never with the constructor.
     """
 
     kind = "shared-memory"
     shared = True
-    shares_cache = False  # the cache is per process (see the class doc)
+    shares_cache = True
 
     def __init__(self, handles: SharedMemoryHandles) -> None:
-        if len(handles) != 8:
-            raise ValueError(f"expected the 8 handles of SharedMemoryState.handles(), got {len(handles)}")
+        if len(handles) != 11:
+            raise ValueError(f"expected the 11 handles of SharedMemoryState.handles(), got {len(handles)}")
         self._handles = tuple(handles)
         (
             self._windows,
@@ -243,12 +286,26 @@ class SharedMemoryState:
             self._health_bytes,
             self._health_seq,
             self._health_lock,
+            self._cache,
+            self._cache_bytes,
+            self._cache_lock,
         ) = handles
         self.window_slots = len(self._windows) // WINDOW_ROW
         self.nonce_slots = len(self._nonces) // NONCE_ROW
         self.health_slots = len(self._health) // HEALTH_ROW
         if len(self._health_bytes) != self.health_slots * HEALTH_RECORD_BYTES:
             raise ValueError("the health tables of these handles do not match")
+        self.cache_slots = len(self._cache) // CACHE_ROW
+        # Each cache slot's bytes: its key (CACHE_KEY_BYTES at most), then its value.
+        self._cache_stride = len(self._cache_bytes) // max(1, self.cache_slots)
+        self.cache_value_bytes = self._cache_stride - CACHE_KEY_BYTES
+        if (
+            self.cache_slots < 1
+            or self.cache_value_bytes < 1
+            or len(self._cache) != self.cache_slots * CACHE_ROW
+            or len(self._cache_bytes) != self.cache_slots * self._cache_stride
+        ):
+            raise ValueError("the cache tables of these handles do not match")
         # Each window slot seen through CounterStorage views (no lock: the table's lock is taken around them).
         self._window_storage = [
             CounterStorage(
@@ -263,7 +320,6 @@ class SharedMemoryState:
         self._listeners: list[HealthListener] = []
         self._health_seen = 0
         self._poller: asyncio.Task[None] | None = None
-        self._cache = MemoryState()
 
     # -- creation -------------------------------------------------------------------------
 
@@ -274,15 +330,26 @@ class SharedMemoryState:
         windows: int = 64,
         nonce_slots: int = 64,
         health_slots: int = 256,
+        cache_slots: int = 512,
+        cache_value_bytes: int = 16384,
         context: BaseContext | None = None,
     ) -> SharedMemoryState:
         """Allocate the shared tables (in the main process, before the workers start) and attach to them.
+
+        The cache takes ``cache_slots * (CACHE_KEY_BYTES + cache_value_bytes)``
+        bytes (8.1 MiB by default), whether used or not.
 
         ``context`` defaults to multiprocessing's default context, which is the
         one Sanic sets ("spawn") before ``main_process_start``. A lock made in
         a "fork" context cannot be handed to a spawned process.
         """
-        for name, value in (("windows", windows), ("nonce_slots", nonce_slots), ("health_slots", health_slots)):
+        for name, value in (
+            ("windows", windows),
+            ("nonce_slots", nonce_slots),
+            ("health_slots", health_slots),
+            ("cache_slots", cache_slots),
+            ("cache_value_bytes", cache_value_bytes),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value!r}")
         ctx: Any = context or multiprocessing.get_context()
@@ -294,6 +361,9 @@ class SharedMemoryState:
             ctx.RawArray("q", health_slots * HEALTH_ROW),
             ctx.RawArray("c", health_slots * HEALTH_RECORD_BYTES),
             ctx.RawValue("q", 0),
+            ctx.Lock(),
+            ctx.RawArray("q", cache_slots * CACHE_ROW),
+            ctx.RawArray("c", cache_slots * (CACHE_KEY_BYTES + cache_value_bytes)),
             ctx.Lock(),
         )
         return cls(handles)
@@ -335,6 +405,7 @@ class SharedMemoryState:
             (self._window_lock, "window"),
             (self._nonce_lock, "nonce"),
             (self._health_lock, "health"),
+            (self._cache_lock, "cache"),
         ):
             with _locked(lock, table):
                 pass
@@ -593,20 +664,154 @@ class SharedMemoryState:
             except StateUnavailable as error:
                 log.warning("cannot read shared health verdicts: %s", error.reason)
 
-    # -- cache (per process) --------------------------------------------------------------
+    # -- cache ----------------------------------------------------------------------------
+
+    def _cache_key(self, key: str) -> bytes | None:
+        """``key`` as stored in a slot, or None when it is too long to be stored."""
+        data = key.encode("utf-8", "surrogatepass")
+        return data if len(data) <= CACHE_KEY_BYTES else None
+
+    def _fits(self, key: str, value: bytes) -> bytes:
+        """``key`` as stored, after checking that it and ``value`` fit in a slot (else :class:`CacheEntryTooLarge`)."""
+        data = self._cache_key(key)
+        if data is None:
+            raise CacheEntryTooLarge(
+                f"cache key of {len(key.encode('utf-8', 'surrogatepass'))} bytes is longer than the "
+                f"shared-memory cache's limit of {CACHE_KEY_BYTES} bytes per key"
+            )
+        if len(value) > self.cache_value_bytes:
+            raise CacheEntryTooLarge(
+                f"cache value of {len(value)} bytes is longer than the shared-memory cache's limit of "
+                f"{self.cache_value_bytes} bytes per value (SharedMemoryState.create(cache_value_bytes=...))"
+            )
+        return data
+
+    def _cache_find(self, rows: array.array[int], key_hash: int, key: bytes) -> int | None:
+        """The slot holding ``key`` (expired or not), or None; call under the lock with a fresh snapshot.
+
+        Every slot with ``key``'s hash is checked against the key stored in
+        full, so two keys whose hashes collide live in two slots and never
+        answer for each other.
+        """
+        hashes = rows[C_HASH::CACHE_ROW]
+        slot = -1
+        while True:
+            try:
+                slot = hashes.index(key_hash, slot + 1)
+            except ValueError:
+                return None
+            if rows[slot * CACHE_ROW + C_KEY_LENGTH] == len(key) and self._cache_read(slot, 0, len(key)) == key:
+                return slot
+
+    def _cache_room(self, rows: array.array[int], now: int) -> int:
+        """A slot for a new key: a free one, else an expired one, else the least recently used ordinary entry.
+
+        Raises :class:`StateUnavailable` when every slot holds an unexpired
+        claim: evicting one would let another process claim its key while the
+        first request still runs, and answering "not stored" would look like
+        exactly that claim being held elsewhere.
+        """
+        hashes = rows[C_HASH::CACHE_ROW]
+        with contextlib.suppress(ValueError):
+            return hashes.index(0)
+        expires = rows[C_EXPIRES::CACHE_ROW]
+        soonest = min(expires)
+        if soonest <= now:
+            return expires.index(soonest)
+        used = rows[C_USED::CACHE_ROW]
+        oldest = min(used)
+        if oldest == PINNED:
+            raise StateUnavailable(
+                f"shared-memory cache full: all {self.cache_slots} slots hold unexpired claims "
+                "(create SharedMemoryState with more cache_slots)"
+            )
+        return used.index(oldest)
+
+    def _cache_read(self, slot: int, offset: int, length: int) -> bytes:
+        return ctypes.string_at(ctypes.addressof(self._cache_bytes) + slot * self._cache_stride + offset, length)
+
+    def _cache_write(self, slot: int, key_hash: int, key: bytes, value: bytes, expires: int, used: int) -> None:
+        """Fill ``slot``; call under the lock (memmove: ctypes' slice assignment copies byte by byte)."""
+        start = ctypes.addressof(self._cache_bytes) + slot * self._cache_stride
+        ctypes.memmove(start, key, len(key))
+        ctypes.memmove(start + CACHE_KEY_BYTES, value, len(value))
+        table, base = self._cache, slot * CACHE_ROW
+        table[base + C_KEY_LENGTH] = len(key)
+        table[base + C_VALUE_LENGTH] = len(value)
+        table[base + C_EXPIRES] = expires
+        table[base + C_USED] = used
+        table[base + C_HASH] = key_hash
 
     async def cache_get(self, key: str) -> bytes | None:
-        """The value this process cached, or None (the cache is not shared between workers yet)."""
-        return await self._cache.cache_get(key)
+        """The value any process cached under ``key``, or None if absent or expired (never a part of one)."""
+        data = self._cache_key(key)
+        if data is None:
+            return None  # too long to have been stored
+        key_hash = _hash64_bytes(data)
+        table = self._cache
+        with _locked(self._cache_lock, "cache"):
+            slot = self._cache_find(_snapshot(table), key_hash, data)
+            if slot is None:
+                return None
+            base = slot * CACHE_ROW
+            if table[base + C_EXPIRES] <= _now_ms():
+                table[base + C_HASH] = 0
+                return None
+            if table[base + C_USED] != PINNED:
+                table[base + C_USED] = time.monotonic_ns()
+            return self._cache_read(slot, CACHE_KEY_BYTES, table[base + C_VALUE_LENGTH])
 
     async def cache_add(self, key: str, value: bytes, ttl_s: float) -> bool:
-        """Per process, like the rest of this cache."""
-        return await self._cache.cache_add(key, value, ttl_s)
+        """Atomically cache ``value`` if no process holds ``key``; True if this call stored it (a claim).
+
+        The claim is never evicted until it expires or :meth:`cache_set`
+        replaces it (an ordinary entry then) or :meth:`cache_delete` frees it.
+        A ``ttl_s`` of zero or less stores nothing and returns False. Raises
+        :class:`CacheEntryTooLarge` (a ValueError) for a key or value that does
+        not fit a slot, and :class:`StateUnavailable` when every slot holds a
+        claim (see the module doc).
+        """
+        data = self._fits(key, value)
+        if not ttl_s > 0:
+            return False
+        key_hash = _hash64_bytes(data)
+        with _locked(self._cache_lock, "cache"):
+            now, rows = _now_ms(), _snapshot(self._cache)
+            slot = self._cache_find(rows, key_hash, data)
+            if slot is not None and rows[slot * CACHE_ROW + C_EXPIRES] > now:
+                return False
+            if slot is None:
+                slot = self._cache_room(rows, now)
+            self._cache_write(slot, key_hash, data, value, _ms_after(now, ttl_s), PINNED)
+            return True
 
     async def cache_delete(self, key: str) -> None:
-        """Per process, like the rest of this cache."""
-        await self._cache.cache_delete(key)
+        """Remove ``key`` for every process (nothing if absent); a claim so freed may be made again."""
+        data = self._cache_key(key)
+        if data is None:
+            return
+        key_hash = _hash64_bytes(data)
+        with _locked(self._cache_lock, "cache"):
+            slot = self._cache_find(_snapshot(self._cache), key_hash, data)
+            if slot is not None:
+                self._cache[slot * CACHE_ROW + C_HASH] = 0
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
-        """Cache ``value`` in this process for ``ttl_s`` seconds (not shared between workers yet)."""
-        await self._cache.cache_set(key, value, ttl_s)
+        """Cache ``value`` under ``key`` for ``ttl_s`` seconds, for every process, replacing any value or claim.
+
+        A ``ttl_s`` of zero or less stores nothing (and leaves the old value).
+        The entry is an ordinary one, evicted least recently used first when a
+        new key needs room. Raises :class:`CacheEntryTooLarge` (a ValueError,
+        the old value staying) for a key or value that does not fit a slot, and
+        :class:`StateUnavailable` when a new key finds every slot holding a claim.
+        """
+        data = self._fits(key, value)
+        if not ttl_s > 0:
+            return
+        key_hash = _hash64_bytes(data)
+        with _locked(self._cache_lock, "cache"):
+            now, rows = _now_ms(), _snapshot(self._cache)
+            slot = self._cache_find(rows, key_hash, data)
+            if slot is None:
+                slot = self._cache_room(rows, now)
+            self._cache_write(slot, key_hash, data, value, _ms_after(now, ttl_s), time.monotonic_ns())
