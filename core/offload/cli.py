@@ -209,6 +209,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 json=args.json,
             )
             return asyncio.run(run_outages(outages))
+        if args.suite == "scale":
+            from .devtools.bench.scale import ScaleOptions, run_scale
+
+            options = ScaleOptions(duration_s=args.duration, rounds=args.rounds, json=args.json, quick=args.quick)
+            return asyncio.run(run_scale(options))
         if args.suite == "client":
             from .devtools.bench.client import ClientBenchOptions, run_client_bench
 
@@ -280,18 +285,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "suite",
         nargs="?",
-        choices=["decisions", "perf", "outages", "client"],
+        choices=["decisions", "perf", "outages", "client", "scale"],
         default="decisions",
         help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx; "
         "outages: an edge killed or hung under load; client: CPU per upstream request, native client vs aiohttp, "
-        "httpx and pyreqwest",
+        "httpx and pyreqwest; scale: 1-3 workers vs 1-3 replicas sharing Redis behind nginx, the Redis-backed "
+        "throughput rule's cost, contract writes through 1 and 2 replicas",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
     bench.add_argument(
-        "--duration", type=positive(float), default=2.0, help="perf: seconds per run (default: 2; wrk: whole seconds)"
+        "--duration",
+        type=positive(float),
+        default=2.0,
+        help="perf, scale: seconds per run (default: 2; wrk: whole seconds)",
     )
     bench.add_argument(
-        "--rounds", type=positive(int), default=3, help="perf: interleaved rounds, figures are medians (default: 3)"
+        "--rounds",
+        type=positive(int),
+        default=3,
+        help="perf, scale: interleaved rounds, figures are medians (default: 3)",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="scale: 1 s runs, one round, 20 writes (checks that it all works; the figures mean little)",
     )
     bench.add_argument("--soak", action="store_true", help="perf: also gateway RSS over 1,000,000 requests")
     bench.add_argument("--runs", type=positive(int), default=3, help="outages: runs of each scenario (default: 3)")

@@ -81,6 +81,7 @@ def test_the_shipped_config_keeps_posts_on_their_replica() -> None:
     assert next_upstream == ["proxy_next_upstream error timeout;"]  # never non_idempotent
     assert "client_max_body_size 1m;" in directives  # the gateway's max_body_bytes default, 1 MiB
     assert "least_conn;" in directives and "keepalive 32;" in directives
+    assert "zone offload_gateways 64k;" in directives  # one count of in-flight requests for all nginx workers
     # nginx closes idle upstream connections before the gateway does (its keep_alive_timeout_s is 15 s).
     assert "keepalive_timeout 10s;" in directives
 

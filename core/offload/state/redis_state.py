@@ -17,7 +17,7 @@ Keys, under ``namespace`` (``offload`` by default)::
     <ns>:health:{<pool>}:<server>     one verdict (JSON), PX ttl_s
     <ns>:cache:<key>                  bytes, PX ttl_s
 
-and one pub/sub channel, ``<ns>:health``, on which every verdict is published.
+and one pub/sub channel, ``<ns>:<db>:health``, on which every verdict is published.
 The braces are literal: Redis Cluster hash tags, so that the keys one script
 touches together share a slot.
 
@@ -52,6 +52,7 @@ from redis.backoff import NoBackoff
 
 from ..throughput import WindowAdmission
 from .base import HealthListener, HealthRecord, LeaseUnavailable, NonceLease, StateUnavailable
+from .redis_lane import Lane
 
 __all__ = ["RedisState"]
 
@@ -378,11 +379,15 @@ class RedisState:
         )
         self._client = Redis.from_pool(self._pool)
         self._window_script = self._client.register_script(WINDOW_LUA)
+        # The window runs on every task: its own lean connections (see redis_lane).
+        self._lane = Lane(self._pool, MAX_CONNECTIONS)
         self._nonce_script = self._client.register_script(NONCE_LUA)
         self._release_script = self._client.register_script(RELEASE_LUA)
         self._publish_script = self._client.register_script(PUBLISH_HEALTH_LUA)
         self._records_script = self._client.register_script(HEALTH_RECORDS_LUA)
-        self._health_channel = f"{namespace}:health"
+        # Pub/sub ignores the database number: the channel names it, so deployments sharing one
+        # Redis server in different databases do not hear each other's verdicts.
+        self._health_channel = f"{namespace}:{self._pool.connection_kwargs.get('db', 0)}:health"
         self._listeners: list[HealthListener] = []
         self._listener_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -510,6 +515,7 @@ class RedisState:
                 await task
         self._listening.clear()
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self._lane.close()
             await self._client.aclose()
 
     async def ping(self) -> None:
@@ -537,9 +543,11 @@ class RedisState:
         # Gone once every bucket left the window: WINDOW_BUCKETS + 1 widths after the last write.
         expire_ms = _milliseconds(window_s + window_s / WINDOW_BUCKETS)
         reply = await self._call(
-            self._window_script(
-                keys=[self._window_key(key)],
-                args=[mode, int(limit), repr(width_us), WINDOW_BUCKETS + 1, expire_ms],
+            self._lane.evalsha(
+                self._window_script.sha,
+                WINDOW_LUA,
+                [self._window_key(key)],
+                [mode, int(limit), repr(width_us), WINDOW_BUCKETS + 1, expire_ms],
             )
         )
         return int(reply[0]) == 1, int(reply[1])
