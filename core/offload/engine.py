@@ -88,7 +88,7 @@ class Engine:
         self.health_sharing = HealthSharing(registry, self.state, gateway.replica, gateway.probe_interval_s)
 
     def configure_pool(self, pool: Pool) -> None:
-        """Build the pool's policy, throughput meter, retry budget and latency window."""
+        """Build the pool's policy, retry budget and latency window."""
         config = pool.config
         factory = self.policy_factories.get(config.policy)
         if factory is None:

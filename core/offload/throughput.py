@@ -12,16 +12,16 @@ width (``window_s / buckets``) older than the window, never fewer than the
 true count. A rule "run locally while count <= limit" therefore never lets
 more than ``limit + 1`` requests into any window.
 
-With ``offload serve --workers N`` every worker is a process; the counter's
-state then lives in shared memory (:func:`shared_storage`) behind one lock, so
-the rule counts the device's requests across all workers, not per worker.
+The counter's state may live elsewhere (:class:`CounterStorage`): the
+shared-memory state backend keeps it in arrays every worker of
+``offload serve --workers N`` sees (see :mod:`offload.state.shared_memory`),
+so the rule counts the device's requests across all workers, not per worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing
 import time
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
@@ -48,16 +48,6 @@ class CounterStorage:
     @classmethod
     def private(cls, buckets: int) -> CounterStorage:
         return cls(counts=[0] * buckets, meta=[0, 0])
-
-
-def shared_storage(window_buckets: int = 50) -> CounterStorage:
-    """Storage in shared memory, to create before worker processes start and hand to each of them."""
-    slots = window_buckets + 1
-    return CounterStorage(
-        counts=multiprocessing.Array("q", slots, lock=False),
-        meta=multiprocessing.Array("q", 2, lock=False),
-        lock=multiprocessing.Lock(),
-    )
 
 
 class SlidingWindowCounter:

@@ -64,6 +64,10 @@ def test_quick_scale_bench_measures_every_contender_and_loses_no_write() -> None
         assert rule[state]["local_requests"] >= rule[state]["requests"] and rule[state]["remote_requests"] == 0
     assert rule["added_p50_ms"] == pytest.approx(rule["redis"]["p50_ms"] - rule["memory"]["p50_ms"], abs=0.002)
 
+    clients = figures["window_client"]
+    assert set(clients) == {"redis-py (Script)", "lane (hiredis, pipelined)", "RedisState.admit"}
+    assert all(figure["p50_us"] > 0 and figure["cpu_us"] > 0 for figure in clients.values())
+
     assert [burst["replicas"] for burst in figures["writes"]] == [1, 2]
     for burst in figures["writes"]:
         assert burst["writes"] == QUICK_WRITES

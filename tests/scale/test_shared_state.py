@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from offload.devtools.processes import ProcessGroup
+from offload.devtools.processes import ManagedProcess, ProcessGroup
 from offload_edge.chain.node import DEV_PRIVATE_KEY, demo_contract_addresses
 
 from conftest import OPERATOR_HEADERS, EdgeFactory
@@ -172,22 +172,25 @@ async def test_local_throughput_rule_holds_across_two_replicas(
     assert len(sent) - len(local_times) > rate * seconds / 2
 
 
-async def test_an_edge_ejected_by_replica_a_is_excluded_on_replica_b_within_two_seconds(
-    edge: EdgeFactory, group: ProcessGroup, tmp_path: Path, redis_server: Any
-) -> None:
+async def doomed_and_steady(edge: EdgeFactory, group: ProcessGroup) -> tuple[ManagedProcess, str]:
+    """An edge process the test may kill ("doomed") and one that stays ("steady"), and a math table with both."""
     steady = await edge("steady")
-    doomed_port = free_port()
-    doomed_url = f"http://127.0.0.1:{doomed_port}"
-    doomed = group.start(
-        "doomed",
-        [sys.executable, "-m", "offload_edge", "--port", str(doomed_port), "--name", "doomed", "--processes", "1"],
-        doomed_url + "/health",
-    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "offload_edge", "--port", str(port), "--name", "doomed", "--processes", "1"]
+    doomed = group.start("doomed", argv, url + "/health")
     await group.wait_healthy(doomed, timeout_s=60)
     table = (
         '[plugins.math]\npolicy = "round_robin"\n'
-        f'servers = [{{ name = "doomed", url = "{doomed_url}" }}, {{ name = "steady", url = "{steady.url}" }}]\n'
+        f'servers = [{{ name = "doomed", url = "{url}" }}, {{ name = "steady", url = "{steady.url}" }}]\n'
     )
+    return doomed, table
+
+
+async def test_an_edge_ejected_by_replica_a_is_excluded_on_replica_b_within_two_seconds(
+    edge: EdgeFactory, group: ProcessGroup, tmp_path: Path, redis_server: Any
+) -> None:
+    doomed, table = await doomed_and_steady(edge, group)
     # Probes every 60 s: only A's requests can find the edge dead, and B can only learn it from A.
     config = write_config(tmp_path, table)
     replicas = Replicas(group, config)
@@ -220,19 +223,7 @@ async def test_an_edge_ejected_by_replica_a_is_excluded_on_replica_b_within_two_
 async def test_an_edge_ejected_by_one_worker_is_excluded_by_every_worker(
     edge: EdgeFactory, group: ProcessGroup, tmp_path: Path
 ) -> None:
-    steady = await edge("steady")
-    doomed_port = free_port()
-    doomed_url = f"http://127.0.0.1:{doomed_port}"
-    doomed = group.start(
-        "doomed",
-        [sys.executable, "-m", "offload_edge", "--port", str(doomed_port), "--name", "doomed", "--processes", "1"],
-        doomed_url + "/health",
-    )
-    await group.wait_healthy(doomed, timeout_s=60)
-    table = (
-        '[plugins.math]\npolicy = "round_robin"\n'
-        f'servers = [{{ name = "doomed", url = "{doomed_url}" }}, {{ name = "steady", url = "{steady.url}" }}]\n'
-    )
+    doomed, table = await doomed_and_steady(edge, group)
     config = write_config(tmp_path, table)  # probes every 60 s: only requests find the edge dead
     url = await Replicas(group, config).start("gateway", workers=2)
     group.kill(doomed)
@@ -247,8 +238,9 @@ async def test_an_edge_ejected_by_one_worker_is_excluded_by_every_worker(
         while len(excluded_on) < 2 and time.monotonic() < deadline:
             _, view = await get_json(fresh, url + "/servers")
             doomed_view = server_view(view, "math", "doomed")
-            if not doomed_view["available"]:
-                excluded_on[view["health_sharing"]["replica"]] = str(doomed_view["decided_by"])
+            # The worker that found it dead excludes it at once and names itself once it has shared it.
+            if not doomed_view["available"] and doomed_view["decided_by"] is not None:
+                excluded_on[view["health_sharing"]["replica"]] = doomed_view["decided_by"]
             await asyncio.sleep(0.02)
     assert len(excluded_on) == 2, f"only {sorted(excluded_on)} excluded the dead edge within 5 s"
     # One worker decided, the other adopted its verdict.

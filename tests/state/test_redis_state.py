@@ -38,7 +38,7 @@ except ImportError:  # redis-py is an optional dependency of the gateway
 LONG_WINDOW_S = 30.0
 SHORT_S = 0.2
 DEADLINE_S = 5.0
-HEALTH_CHANNEL = "offload:health"  # the default namespace's channel
+HEALTH_CHANNEL = "offload:0:health"  # the default namespace's channel in database 0
 
 Connect = Callable[..., RedisState]
 
@@ -293,8 +293,9 @@ async def test_published_verdicts_reach_every_listener_and_the_store(connect: Co
     assert await subscriber.health_records("another-pool") == []
 
     # Foreign or malformed messages on the channel are ignored; an older verdict does not replace a newer one.
-    await raw.publish(HEALTH_CHANNEL, b"not json")
-    await raw.publish(HEALTH_CHANNEL, json.dumps({"pool": "edge", "server": 1}))
+    # (Both subscribers receive them: the channel is the one the gateway listens on.)
+    assert await raw.publish(HEALTH_CHANNEL, b"not json") == 2
+    assert await raw.publish(HEALTH_CHANNEL, json.dumps({"pool": "edge", "server": 1})) == 2
     await publisher.publish_health(dataclasses.replace(down, available=True, reason=None, at=down.at - 10))
     newer = dataclasses.replace(down, available=True, reason=None, replica="replica-b", at=down.at + 1)
     arrived.clear()
@@ -475,3 +476,25 @@ async def test_the_password_is_never_shown(connect: Connect, redis_server: Redis
         connect("redis://cache.example/0?password=s3cret&ssl_cert_reqs=none").describe_url()
         == "redis://cache.example/0?password=***&ssl_cert_reqs=none"
     )
+
+
+async def test_the_window_lane_authenticates_selects_its_database_and_pipelines(
+    connect: Connect, raw: redis_asyncio.Redis, redis_server: RedisServer
+) -> None:
+    await raw.config_set("requirepass", "s3cret")
+    try:
+        state = connect(f"redis://:s3cret@127.0.0.1:{redis_server.port}/3")
+        assert state._lane is not None  # plain TCP: the window takes the lean path
+        counts = await asyncio.gather(*(state.record("lane", 60) for _ in range(50)))
+        # 50 commands in flight on one connection, each answered with its own count.
+        assert sorted(counts) == list(range(1, 51))
+        assert await state.count("lane", 60) == 50
+        await raw.execute_command("AUTH", "s3cret")
+        await raw.execute_command("SELECT", 3)
+        assert await raw.exists(state._window_key("lane")) == 1
+        wrong = connect(f"redis://:wrong@127.0.0.1:{redis_server.port}/3")
+        with pytest.raises(StateUnavailable) as refused:
+            await wrong.admit("lane", 5, 60)
+        assert "authentication failed" in refused.value.reason and "wrong" not in refused.value.message
+    finally:
+        await raw.config_set("requirepass", "")

@@ -52,7 +52,7 @@ from redis.backoff import NoBackoff
 
 from ..throughput import WindowAdmission
 from .base import HealthListener, HealthRecord, LeaseUnavailable, NonceLease, StateUnavailable
-from .redis_lane import Lane
+from .redis_lane import LANE_CONNECTIONS, Lane
 
 __all__ = ["RedisState"]
 
@@ -379,8 +379,13 @@ class RedisState:
         )
         self._client = Redis.from_pool(self._pool)
         self._window_script = self._client.register_script(WINDOW_LUA)
-        # The window runs on every task: its own lean connections (see redis_lane).
-        self._lane = Lane(self._pool, MAX_CONNECTIONS)
+        # The window runs on every task: a lean pipelined connection for it where one can stand in
+        # for redis-py's (plain TCP and Unix sockets; see redis_lane and `offload bench scale`).
+        self._lane = (
+            Lane(self._pool.connection_kwargs, self.op_timeout_s, self.connect_timeout_s)
+            if self._pool.connection_class.__name__ in LANE_CONNECTIONS
+            else None
+        )
         self._nonce_script = self._client.register_script(NONCE_LUA)
         self._release_script = self._client.register_script(RELEASE_LUA)
         self._publish_script = self._client.register_script(PUBLISH_HEALTH_LUA)
@@ -515,7 +520,8 @@ class RedisState:
                 await task
         self._listening.clear()
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            await self._lane.close()
+            if self._lane is not None:
+                await self._lane.close()
             await self._client.aclose()
 
     async def ping(self) -> None:
@@ -542,14 +548,12 @@ class RedisState:
         width_us = window_s * 1_000_000 / WINDOW_BUCKETS
         # Gone once every bucket left the window: WINDOW_BUCKETS + 1 widths after the last write.
         expire_ms = _milliseconds(window_s + window_s / WINDOW_BUCKETS)
-        reply = await self._call(
-            self._lane.evalsha(
-                self._window_script.sha,
-                WINDOW_LUA,
-                [self._window_key(key)],
-                [mode, int(limit), repr(width_us), WINDOW_BUCKETS + 1, expire_ms],
-            )
-        )
+        keys = [self._window_key(key)]
+        args = [mode, int(limit), repr(width_us), WINDOW_BUCKETS + 1, expire_ms]
+        if self._lane is not None:
+            reply = await self._call(self._lane.evalsha(self._window_script.sha, WINDOW_LUA, keys, args))
+        else:
+            reply = await self._call(self._window_script(keys=keys, args=args))
         return int(reply[0]) == 1, int(reply[1])
 
     def admit_now(self, key: str, limit: int, window_s: float) -> WindowAdmission | None:

@@ -546,7 +546,12 @@ class SharedMemoryState:
             try:
                 yield lease
             finally:
-                lease._release()
+                try:
+                    lease._release()
+                except StateUnavailable as error:
+                    # The holder's work is done (a transaction may have left): its answer must not
+                    # be lost for this; the slot is taken over once its deadline passes.
+                    log.warning("nonce lease on %s not released: %s", account, error.reason)
 
     # -- health verdicts ------------------------------------------------------------------
 

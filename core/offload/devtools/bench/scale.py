@@ -55,6 +55,8 @@ CONNECTIONS = (16, 64)
 WRITES, QUICK_WRITES = 200, 20
 # The budget for asking Redis on every request (the throughput rule), at one connection.
 RULE_GOAL_MS = 0.2
+# Window checks per contender and round in the client comparison.
+WINDOW_CLIENT_CALLS = 2000
 # High enough that every request of the rule check runs locally: only the window's cost shows.
 RULE_EXPECTED_THROUGHPUT = 1_000_000
 # A burst of writes queues on one nonce lease and one chain: generous, but bounded.
@@ -309,6 +311,7 @@ class Run:
     scaling: dict[str, list[LoadResult]] = field(default_factory=dict)
     layouts: dict[str, tuple[str, int]] = field(default_factory=dict)  # contender -> (layout, processes)
     rule: dict[str, Any] | None = None
+    window_client: dict[str, Any] | None = None
     write_bursts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -461,6 +464,11 @@ async def measure(group: ProcessGroup, workdir: Path, run: Run) -> None:
     run.scaling = await measure_rounds(contenders, run.rounds, run.duration_s, CONNECTIONS)
     if rule_gateways:
         run.rule = await measure_rule(run, rule_gateways)
+    if redis_url:
+        from .window_client import compare_window_clients
+
+        print(f"\r  window check: redis-py vs the lane ...{' ' * 30}", end="", file=sys.stderr)
+        run.window_client = await compare_window_clients(redis_url, WINDOW_CLIENT_CALLS, run.rounds)
     if chain:
         for count in (1, 2):
             print(f"\r  writes: {run.writes} through {count} replica(s) ...{' ' * 30}", end="", file=sys.stderr)
@@ -511,6 +519,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "notes": run.tools.notes,
         "scaling": rows,
         "throughput_rule": run.rule,
+        "window_client": run.window_client,
         "writes": run.write_bursts,
         "goals": goals,
     }
@@ -537,6 +546,11 @@ def render(figures: dict[str, Any]) -> str:
                          f"{r['local_requests']:>8} {r['remote_requests']:>7}")  # fmt: skip
         lines.append(f"added by Redis: {rule['added_p50_ms']:.3f} ms p50, {rule['added_p99_ms']:.3f} ms p99 "
                      f"(goal <= {rule['goal_ms']} ms p50)")  # fmt: skip
+    if figures["window_client"]:
+        lines += ["", "The window check alone, one call at a time from this process (why it has a lane of its own)", "",
+                  f"{'client':<28} {'p50 us':>8} {'CPU us/call':>12}"]  # fmt: skip
+        for name, figure in figures["window_client"].items():
+            lines.append(f"{name:<28} {figure['p50_us']:>8.1f} {figure['cpu_us']:>12.1f}")
     if figures["writes"]:
         lines += ["", "Contract writes: concurrent POST /contracts/Counter/increment, replicas sharing Redis", ""]
         lines.append(f"{'replicas':>8} {'writes':>7} {'non-200':>7} {'counter +':>9} {'seconds':>8} {'tx/s':>7}")
