@@ -127,11 +127,15 @@ class SharedClaims:
         encode: Callable[[Any], Any],
         decode: Callable[[Any], Any],
         *,
+        compact: Callable[[Any], Any] | None = None,
         poll_s: float = SHARED_POLL_S,
     ) -> None:
         self.state = state
         self.encode = encode
         self.decode = decode
+        # A smaller stand-in for an answer the store has no room for (e.g. only its transaction,
+        # whose outcome a replay looks up again); None: such an answer is not shared.
+        self.compact = compact
         self.poll_s = poll_s
 
     def active(self) -> bool:
@@ -161,9 +165,16 @@ class SharedClaims:
             return None  # unreadable (written by another version): treated as free
 
     async def finish(self, shared_key: str, request_fingerprint: str, value: Any, ttl_s: float) -> None:
-        """Store the first request's answer for every later retry."""
+        """Store the first request's answer for every later retry (its compact form if it does not fit)."""
         record = {"fingerprint": request_fingerprint, "done": True, "value": self.encode(value)}
-        await self.state().cache_set(shared_key, json.dumps(record, default=str).encode(), ttl_s)
+        try:
+            await self.state().cache_set(shared_key, json.dumps(record, default=str).encode(), ttl_s)
+        except StateUnavailable as error:
+            if error.outage or self.compact is None:
+                raise
+            # The store is there but the answer does not fit its slot: keep what a replay needs.
+            record["value"] = self.encode(self.compact(value))
+            await self.state().cache_set(shared_key, json.dumps(record, default=str).encode(), ttl_s)
 
     async def release(self, shared_key: str) -> None:
         """Free the key: nothing was applied, so a retry may run again."""

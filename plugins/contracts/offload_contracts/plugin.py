@@ -53,7 +53,7 @@ from .rpc import (
 )
 from .rpc_proxy import DEFAULT_MAX_BATCH, RpcProxy, RpcReply
 from .service import ContractService
-from .shared_answers import decode_answer, encode_answer
+from .shared_answers import compact_answer, decode_answer, encode_answer
 from .signer import load_signer
 from .writes import WriteAnswers, begin
 
@@ -230,7 +230,7 @@ class ContractRoutes:
             # A retry waits for its first request as long as that one may wait for a receipt.
             wait_s=self.limits.receipt_timeout_s,
             # Replicas sharing Redis share the keys too: a retry sent to another replica is not a second write.
-            shared=SharedClaims(lambda: plugin.state, encode_answer, decode_answer),
+            shared=SharedClaims(lambda: plugin.state, encode_answer, decode_answer, compact=compact_answer),
         )
         self.writes = WriteAnswers(plugin, self.service, store)
         self.proxy = RpcProxy(sender, self.service, allowed, max_batch=self.limits.max_batch, store=store)

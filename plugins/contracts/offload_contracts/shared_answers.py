@@ -30,6 +30,18 @@ def encode_answer(value: Any) -> dict[str, Any]:
     raise TypeError(f"no shared form for {type(value).__name__}")
 
 
+def compact_answer(value: Any) -> Any:
+    """What a replay needs of an answer too large to share: its transaction, looked up again on replay.
+
+    A REST answer becomes a non-final one with only the hash (``WriteAnswers.refreshed``
+    then asks the nodes what became of it and answers as the first request did); an RPC
+    hand-over is small already.
+    """
+    if isinstance(value, Reply) and value.tx_hash is not None:
+        return Reply(status=202, payload={}, headers={}, tx_hash=value.tx_hash, final=False)
+    return value
+
+
 def decode_answer(data: dict[str, Any]) -> Reply | Handed:
     """The answer :func:`encode_answer` wrote (KeyError/TypeError for anything else)."""
     if data["kind"] == "reply":
