@@ -68,6 +68,19 @@ def configure_logging() -> None:
     logger.propagate = False
 
 
+def free_port_on(host: str) -> int:
+    """A port free on ``host`` now (bound and released: another process could take it, rarely)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}") from None
+
+
 def gateway_overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
     """``[gateway]`` settings replaced by ``offload serve`` options."""
     overrides: list[tuple[str, object]] = []
@@ -120,11 +133,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(path, dict(overrides))  # fail here, once, with one line, before any worker starts
     host = args.host or settings.gateway.host
     port = settings.gateway.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be from 0 (any free port) to 65535, got {port}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if port == 0:
+        # Sanic reads port 0 as "its default" (8000): pick a free one here instead, and say which.
+        port = free_port_on(host)
     refuse_exposure(host, settings)
     configure_logging()
     check_state_store(settings, args.workers)
+    workers = f" ({args.workers} workers)" if args.workers > 1 else ""
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"offload: serving on http://{shown_host}:{port}{workers}", flush=True)
     # A longer accept queue than Sanic's 100: a burst of connections waits instead of being retried a second later.
     options = {"access_log": args.access_log, "motd": False, "protocol": GuardedHttpProtocol, "backlog": 1024}
     try:
@@ -143,6 +164,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def servers_text(count: int) -> str:
+    """``1 server``, ``3 servers``."""
+    return f"{count} server{'' if count == 1 else 's'}"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .app import create_app
 
@@ -150,7 +176,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     app = create_app(load_settings(path))
     registry = app.ctx.registry
     for context in app.ctx.plugins:
-        pools = ", ".join(f"{name} ({len(registry.pool(name))} servers)" for name in context.pool_names)
+        pools = ", ".join(f"{name} ({servers_text(len(registry.pool(name)))})" for name in context.pool_names)
         print(f"plugin {context.name}: prefix {context.prefix or '/'}, pools {pools}")
     print(f"{path}: ok")
     return 0
@@ -165,7 +191,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     rows = [plugin.describe(plugin.name in enabled) for plugin in installed_plugins()]
     missing = sorted(enabled - {row["name"] for row in rows})
     if args.json:
-        print(json.dumps({"installed": rows, "enabled_but_missing": missing}, indent=2))
+        # "enabled" as GET /plugins names it: the plugins plugins.toml enables (here, installed or not).
+        listed = [{"name": name, "installed": name not in missing} for name in settings.enabled_plugins()]
+        print(json.dumps({"installed": rows, "enabled": listed}, indent=2))
         return 0
     print(f"{'name':<14} {'distribution':<22} {'version':<10} {'enabled':<8} target")
     for row in rows:

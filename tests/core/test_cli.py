@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,7 +66,7 @@ def test_plugins_lists_installed_plugins_with_versions(tmp_path: Path) -> None:
     math = next(row for row in listing["installed"] if row["name"] == "math")
     assert math["distribution"] == "offload-math" and math["enabled"] is True
     assert math["version"] and math["target"] == "offload_math.plugin"
-    assert listing["enabled_but_missing"] == ["ghost"]
+    assert listing["enabled"] == [{"name": "math", "installed": True}, {"name": "ghost", "installed": False}]
 
 
 def test_load_allowlist_refuses_unlisted_plugins(tmp_path: Path) -> None:
@@ -88,3 +90,46 @@ def test_bench_perf_refuses_bad_numbers_before_starting_anything(flag: str, valu
     result = run_offload("bench", "perf", flag, value)
     assert result.returncode == 2
     assert f"argument {flag}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_serve_refuses_an_out_of_range_port_with_one_line(tmp_path: Path, port: str) -> None:
+    config = tmp_path / "plugins.toml"
+    config.write_text("[plugins.math]\nservers = []\n")
+    result = run_offload("serve", "--config", str(config), "--port", port)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"offload: error: --port must be from 0 (any free port) to 65535, got {port}"
+
+
+def test_serve_on_port_0_listens_on_a_free_port_and_says_which(tmp_path: Path) -> None:
+    config = tmp_path / "plugins.toml"
+    config.write_text("[plugins.math]\nservers = []\n")
+    argv = [sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", "0"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # printed before the server starts; the process ends if it fails
+        assert first.startswith("offload: serving on http://127.0.0.1:"), first
+        port = int(first.strip().rsplit(":", 1)[1])
+        assert port not in (0, 8000, 8899)
+        url = f"http://127.0.0.1:{port}/health"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    assert json.load(reply)["status"] == "ok"
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the gateway never answered"
+                time.sleep(0.05)  # polling until it listens, bounded by the deadline
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_validate_counts_one_server_in_the_singular(tmp_path: Path) -> None:
+    config = tmp_path / "plugins.toml"
+    config.write_text('[plugins.math]\nservers = ["127.0.0.1:5000"]\n')
+    result = run_offload("validate", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "pools math (1 server)" in result.stdout
