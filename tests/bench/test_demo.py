@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -81,6 +82,38 @@ async def test_demo_serve_answers_curl_and_stops_on_ctrl_c() -> None:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert not any(is_running(pid) for pid in child_pids(output))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_demo_stopped_by_sigterm_mid_run_leaves_no_process_and_no_folder(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offload", "demo", "--port", str(port), "--requests", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where the demo makes its temporary folder
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(child_pids("".join(lines))) < 4:
+            line = process.stdout.readline()  # the edges' and the gateway's PIDs, printed once they answer
+            if not line:
+                break
+            lines.append(line)
+        output = "".join(lines)
+        pids = child_pids(output)
+        assert len(pids) == 4, output
+        assert list(tmp_path.glob("offload-demo-*")), "the demo's folder exists while it runs"
+        process.send_signal(signal.SIGTERM)  # mid-run: the experiment has 100,000 requests to go
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+        assert not any(is_running(pid) for pid in pids)
+        assert not list(tmp_path.glob("offload-demo-*"))
     finally:
         if process.poll() is None:
             process.kill()

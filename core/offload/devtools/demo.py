@@ -223,6 +223,11 @@ async def run_demo(options: DemoOptions) -> int:
     if not port_is_free(DEMO_HOST, options.port):
         print(f"offload demo: port {options.port} on {DEMO_HOST} is in use; pass --port N", file=sys.stderr)
         return 2
+    # SIGTERM (a service manager, `kill`) stops the demo as Ctrl-C does: through the cleanup below,
+    # so no edge is left running and no temporary folder left behind.
+    main = asyncio.current_task()
+    if main is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     with tempfile.TemporaryDirectory(prefix="offload-demo-") as workdir:
         group = ProcessGroup(Path(workdir))
         try:
@@ -258,6 +263,9 @@ async def run_demo(options: DemoOptions) -> int:
         except StartupError as exc:
             print(f"offload demo: {exc}", file=sys.stderr)
             return 1
+        except asyncio.CancelledError:
+            print("offload demo: stopped by SIGTERM", file=sys.stderr)
+            return 128 + signal.SIGTERM
         finally:
             group.stop_all()
             print("stopped all demo processes", file=sys.stderr)
