@@ -52,6 +52,9 @@ def test_demo_replays_the_experiment_and_prints_the_table() -> None:
     peak = int(re.search(r"local throughput: peak (\d+)", out).group(1))
     assert peak <= 26
     assert not any(is_running(pid) for pid in child_pids(out))
+    # Not a terminal: no progress frames in the log, only what happened.
+    assert "\r" not in result.stderr and "\r" not in out
+    assert "starting 3 edge servers" in result.stderr
 
 
 async def test_demo_serve_answers_curl_and_stops_on_ctrl_c() -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from ...tasks import Task
 from ..ports import LOOPBACK
+from ..progress import status, status_done
 
 HOST = LOOPBACK
 REQUESTS = 20_000
@@ -256,14 +257,15 @@ async def run_rounds(requests: int, rounds: int, only: list[str] | None = None) 
             for name in order:
                 if name not in runs:
                     continue
-                print(f"\r  round {round_index + 1}/{rounds}: {name:<10} ...", end="", file=sys.stderr)
+                status(f"round {round_index + 1}/{rounds}: {name:<10} ...")
                 try:
                     runs[name].append(await measure_client(name, available[name], base, requests))
                 except TimeoutError:
                     # One contender too slow for the bound must not cost the others their figures.
-                    print(f"\n  {name}: over {RUN_LIMIT_S:g} s for one run; left out", file=sys.stderr)
+                    status_done()
+                    print(f"  {name}: over {RUN_LIMIT_S:g} s for one run; left out", file=sys.stderr)
                     del runs[name]
-    print(file=sys.stderr)
+    status_done()
     return runs
 
 

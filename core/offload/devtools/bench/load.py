@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from ...responses import SERVER_HEADER
+from ..progress import ProgressBar
 
 
 @dataclass(frozen=True)
@@ -29,25 +29,8 @@ class Sample:
     throughput: int | None
 
 
-class Progress:
-    """A one-line progress bar on stderr across the whole benchmark."""
-
-    def __init__(self, total: int) -> None:
-        self.total = max(total, 1)
-        self.done = 0
-        self.label = ""
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if label != self.label or self.done % 25 == 0 or self.done == self.total:
-            self.label = label
-            width = 32
-            filled = min(width, width * self.done // self.total)
-            bar = "#" * filled + "." * (width - filled)
-            print(f"\r  [{bar}] {100 * self.done // self.total:3d}%  {label:<28}", end="", file=sys.stderr)
-
-    def finish(self) -> None:
-        print(file=sys.stderr)
+# The bar the demo and the decision bench share (rich; silent when stderr is not a terminal).
+Progress = ProgressBar
 
 
 async def open_loop(

@@ -34,6 +34,7 @@ from ...errors import ConfigError
 from ...pool_config import POLICY_DEFAULT
 from ...stats import percentile
 from ..processes import StartupError
+from ..progress import status, status_done
 from .load import SERVER_HEADER
 from .scenarios import Scenario, gateway_counters
 from .topology import EdgeSpec, GatewayOptions
@@ -497,7 +498,7 @@ async def run_outages(options: OutagesOptions) -> int:
         log_dir = Path(workdir)
         try:
             for index, (scenario, name, setting) in enumerate(runs):
-                print(f"\r  run {index + 1}/{len(runs)}: {scenario}, {name:<20}", end="", file=sys.stderr)
+                status(f"run {index + 1}/{len(runs)}: {scenario}, {name:<20}")
                 label = f"{scenario}{index}"
                 if scenario == "kill":
                     kill.setdefault(name, []).append(await run_kill(log_dir, label, setting, options.extra))
@@ -506,7 +507,7 @@ async def run_outages(options: OutagesOptions) -> int:
         except StartupError as exc:
             print(f"\noffload bench outages: {exc}", file=sys.stderr)
             return 2
-    print(file=sys.stderr)
+    status_done()
     figures = summarize(kill, hang)
     figures["elapsed_s"] = round(time.perf_counter() - started, 1)
     if options.json:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..ports import free_port
 from ..processes import ManagedProcess, ProcessGroup, StartupError
+from ..progress import status, status_done
 from .closed_loop import LoadResult, measure, wrk_available
 from .cpu import group_cpu_seconds, rss_kb
 from .nginx import constant_config, nginx_config
@@ -143,8 +144,7 @@ async def measure_rounds(
         order = contenders[shift:] + contenders[:shift]
         for connections in connection_counts:
             for contender in order:
-                print(f"\r  round {round_index + 1}/{rounds}: {contender.name:<24} {connections:>2} connections ...",
-                      end="", file=sys.stderr)  # fmt: skip
+                status(f"round {round_index + 1}/{rounds}: {contender.name:<24} {connections:>2} connections ...")
                 result = await measure_one(contender, connections, duration_s)
                 runs.setdefault((contender.name, connections), []).append(result)
     return {
@@ -193,7 +193,7 @@ async def run_perf(options: PerfOptions) -> int:
             return 2
         finally:
             group.stop_all()
-    print(file=sys.stderr)
+    status_done()
     figures = summarize(results, soak, tool, scaling)
     figures["rounds"], figures["duration_s"] = options.rounds, options.duration_s
     if options.json:
@@ -213,7 +213,7 @@ async def run_soak(gateway: Contender) -> dict[str, Any]:
     sent = 0
     started = time.perf_counter()
     while sent < SOAK_REQUESTS:
-        print(f"\r  soak: {sent:>9,} / {SOAK_REQUESTS:,} requests ...", end="", file=sys.stderr)
+        status(f"soak: {sent:>9,} / {SOAK_REQUESTS:,} requests ...")
         sent += (await measure(gateway.url, 64, 10.0)).requests
     after = rss_kb(gateway.pgid)
     return {

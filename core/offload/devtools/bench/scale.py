@@ -40,6 +40,7 @@ from ...security import TOKEN_ENV
 from ..demo_contracts import DEMO_PRIVATE_KEY, KEY_ENV, contracts_available, contracts_config, deployed_contracts
 from ..ports import free_port
 from ..processes import ProcessGroup, StartupError
+from ..progress import status, status_done
 from .closed_loop import LoadResult, wrk_available
 from .nginx import constant_config
 from .perf import Contender, measure_rounds, single_upstream_config
@@ -467,11 +468,11 @@ async def measure(group: ProcessGroup, workdir: Path, run: Run) -> None:
     if redis_url:
         from .window_client import compare_window_clients
 
-        print(f"\r  window check: redis-py vs the lane ...{' ' * 30}", end="", file=sys.stderr)
+        status("window check: redis-py vs the lane ...")
         run.window_client = await compare_window_clients(redis_url, WINDOW_CLIENT_CALLS, run.rounds)
     if chain:
         for count in (1, 2):
-            print(f"\r  writes: {run.writes} through {count} replica(s) ...{' ' * 30}", end="", file=sys.stderr)
+            status(f"writes: {run.writes} through {count} replica(s) ...")
             run.write_bursts.append(await write_burst(replicas[:count], run.writes, token))
 
 
@@ -582,7 +583,7 @@ async def run_scale(options: ScaleOptions) -> int:
             return 2
         finally:
             group.stop_all()
-    print(file=sys.stderr)
+    status_done()
     figures = summarize(run)
     figures["quick"] = options.quick
     if options.json:
