@@ -7,13 +7,13 @@ Every ``probe_interval_s`` each server of each pool gets one bounded probe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import aiohttp
 
 from .health import Prober, ProbeResult, probe_all
+from .periodic import Periodic
 from .registry import Pool, Registry, Server
 from .settings import GatewaySettings
 
@@ -36,7 +36,9 @@ class HealthMonitor:
         self.after_round = after_round
         # Custom health probes by pool name (from plugins); other pools get the HTTP probe.
         self.probers: dict[str, Prober] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic(
+            "offload-health-probes", gateway.probe_interval_s, self._round, log, "health probe round failed"
+        )
 
     async def probe(self, pool: Pool, servers: list[Server], timeout_s: float | None = None) -> list[ProbeResult]:
         """Probe ``servers`` of ``pool`` at once with the pool's probe; record and return the results."""
@@ -54,21 +56,14 @@ class HealthMonitor:
 
     def start(self) -> None:
         """Probe every ``probe_interval_s`` from now on (inside a running event loop)."""
-        self._task = asyncio.create_task(self._run(), name="offload-health-probes")
+        self._rounds.start()
 
     async def stop(self) -> None:
         """Stop the timer (a round in progress is cancelled)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._rounds.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.gateway.probe_interval_s)
-            try:
-                await self.probe_now()
-            except Exception:  # a probe round must never kill the loop
-                log.exception("health probe round failed")
-            self.after_round()
+    async def _round(self) -> None:
+        try:
+            await self.probe_now()
+        finally:
+            self.after_round()  # idle connections are pruned even after a failed round

@@ -16,14 +16,13 @@ it, and ``GET /servers`` shows who (``decided_by``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 
 from .breaker import CLOSED, OPEN
+from .periodic import Periodic
 from .registry import Registry, Server
 from .state import HealthRecord, StateBackend, StateUnavailable
 
@@ -73,7 +72,9 @@ class HealthSharing:
         self.published = 0  # verdicts this process shared
         self.adopted = 0  # verdicts of other processes taken over
         self._last: dict[tuple[str, str], bool] = {}  # the verdict known to be shared, per (pool, URL)
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic(
+            "offload-health-sharing", TICK_S, self.publish_changes, log, "publishing health verdicts failed"
+        )
 
     @property
     def active(self) -> bool:
@@ -92,22 +93,10 @@ class HealthSharing:
                 break  # nothing to learn now; the listener catches up when the store is back
             for record in records:
                 self.adopt(record)
-        self._task = asyncio.create_task(self._run(), name="offload-health-sharing")
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self.publish_changes()
-            except Exception:  # sharing must never stop because of one bad round
-                log.exception("publishing health verdicts failed")
+        await self._rounds.stop()
 
     async def publish_changes(self) -> int:
         """Publish every server whose own verdict changed since it was last shared; returns how many."""

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .health import ProbeResult
+from .periodic import Periodic
 from .registry import Pool, Registry, Server
 
 log = logging.getLogger("offload.stalls")
@@ -51,30 +52,24 @@ class StallWatch:
         self.checking: set[Server] = set()
         # Attempts moved off hung servers, per pool (shown by GET /servers).
         self.moved: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic(
+            "offload-stall-watch", CHECK_EVERY_S, lambda: self.look(time.perf_counter()), log, "stall watch failed"
+        )
         self._checks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start watching (inside a running event loop)."""
-        self._task = asyncio.create_task(self._run(), name="offload-stall-watch")
+        self._rounds.start()
 
     async def stop(self) -> None:
         """Stop watching and any check still running."""
-        tasks = [task for task in (self._task, *self._checks) if task is not None]
-        for task in tasks:
+        await self._rounds.stop()
+        checks = list(self._checks)
+        for task in checks:
             task.cancel()
-        for task in tasks:
+        for task in checks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY_S)
-            try:
-                self.look(time.perf_counter())
-            except Exception:  # the watch must outlive any one bad pass
-                log.exception("stall watch failed")
 
     def look(self, now: float) -> None:
         """One pass: abandon attempts on servers known down, probe servers that went quiet."""

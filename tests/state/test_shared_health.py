@@ -124,7 +124,7 @@ async def test_nothing_is_shared_with_the_in_process_backend() -> None:
     registry.add_pool(PoolConfig(name="p", servers=[ServerSpec("e1", URL)]))
     sharing = HealthSharing(registry, MemoryState(), replica="solo")
     await sharing.start()
-    assert sharing.active is False and sharing._task is None
+    assert sharing.active is False and not sharing._rounds.running
 
 
 async def test_an_up_published_late_is_dated_by_its_probe_and_loses_to_a_newer_down() -> None:

@@ -54,6 +54,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from ..periodic import Periodic
 from ..throughput import CounterStorage, SlidingWindowCounter, WindowAdmission
 from .base import HealthListener, HealthRecord, LeaseUnavailable, StateUnavailable
 
@@ -319,7 +320,9 @@ class SharedMemoryState:
         self._nonce_locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[HealthListener] = []
         self._health_seen = 0
-        self._poller: asyncio.Task[None] | None = None
+        self._poller = Periodic(
+            "offload-shared-health", HEALTH_POLL_S, self._poll_health, log, "reading shared health verdicts failed"
+        )
 
     # -- creation -------------------------------------------------------------------------
 
@@ -385,19 +388,15 @@ class SharedMemoryState:
 
     async def start(self) -> None:
         """Start polling for health verdicts (those published from now on reach the listeners)."""
-        if self._poller is not None and not self._poller.done():
+        if self._poller.running:
             return
         with _locked(self._health_lock, "health"):
             self._health_seen = self._health_seq.value
-        self._poller = asyncio.get_running_loop().create_task(self._poll_health(), name="offload-shared-health")
+        self._poller.start()
 
     async def close(self) -> None:
         """Stop polling; the shared tables stay for the other processes."""
-        poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        await self._poller.stop()
 
     async def ping(self) -> None:
         """Shared memory is always there; a lock held by a dead worker is what can go wrong."""
@@ -661,13 +660,11 @@ class SharedMemoryState:
                 except Exception:
                     log.exception("a health listener failed on %s/%s", record.pool, record.server)
 
-    async def _poll_health(self) -> None:
-        while True:
-            await asyncio.sleep(HEALTH_POLL_S)
-            try:
-                self._deliver_health()
-            except StateUnavailable as error:
-                log.warning("cannot read shared health verdicts: %s", error.reason)
+    def _poll_health(self) -> None:
+        try:
+            self._deliver_health()
+        except StateUnavailable as error:  # a lock held by a dead worker: say so, without a traceback
+            log.warning("cannot read shared health verdicts: %s", error.reason)
 
     # -- cache ----------------------------------------------------------------------------
 
