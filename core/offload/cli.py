@@ -95,18 +95,13 @@ def gateway_overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...
 
 def check_state_store(settings: Settings, workers: int) -> None:
     """A Redis URL that does not answer stops startup with one line, unless starting degraded is allowed."""
-    from .state import StateUnavailable, state_kind
+    from .state import StateUnavailable, redis_store, state_kind
 
     gateway = settings.gateway
     if state_kind(gateway.state, workers) != "redis":
         return
-    try:
-        from .state.redis_state import RedisState
-    except ImportError:
-        raise ConfigError(
-            "[gateway] state is a Redis URL but redis-py is not installed; pip install 'task-offloading[redis]'"
-        ) from None
-    store = RedisState(gateway.state, op_timeout_s=max(gateway.state_timeout_ms / 1000, 1.0))
+    # More patient than on the request path: a first connection may take longer than one command.
+    store = redis_store(gateway, op_timeout_s=max(gateway.state_timeout_ms / 1000, 1.0))
 
     async def ping() -> None:
         try:

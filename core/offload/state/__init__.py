@@ -25,6 +25,7 @@ __all__ = [
     "StateBackend",
     "StateUnavailable",
     "open_state",
+    "redis_store",
     "state_kind",
     "state_status",
 ]
@@ -60,18 +61,26 @@ def open_state(gateway: GatewaySettings, *, workers: int = 1, shared_handles: An
     return resilient_redis(gateway)
 
 
-def resilient_redis(gateway: GatewaySettings) -> StateBackend:
-    """The Redis backend for ``gateway.state``, falling back to local state while Redis is unreachable."""
+def redis_store(gateway: GatewaySettings, *, op_timeout_s: float | None = None) -> Any:
+    """A :class:`~offload.state.redis_state.RedisState` for ``gateway.state`` (not connected yet).
+
+    Raises :class:`ConfigError` with the install command when redis-py is missing.
+    """
     try:
         from .redis_state import RedisState
     except ImportError:
         raise ConfigError(
             "[gateway] state is a Redis URL but redis-py is not installed; pip install 'task-offloading[redis]'"
         ) from None
+    timeout_s = gateway.state_timeout_ms / 1000 if op_timeout_s is None else op_timeout_s
+    return RedisState(gateway.state, op_timeout_s=timeout_s)
+
+
+def resilient_redis(gateway: GatewaySettings) -> StateBackend:
+    """The Redis backend for ``gateway.state``, falling back to local state while Redis is unreachable."""
     from .resilient import ResilientState
 
-    primary = RedisState(gateway.state, op_timeout_s=gateway.state_timeout_ms / 1000)
-    return ResilientState(primary)
+    return ResilientState(redis_store(gateway))
 
 
 def state_status(state: StateBackend) -> dict[str, Any]:
