@@ -67,7 +67,7 @@ def test_goals_that_need_nginx_are_reported_as_not_measured_without_it() -> None
     figures = summarize(results, {}, "wrk")
     skipped = [goal for goal in figures["goals"] if goal.get("measured") is False]
     assert len(skipped) == 2 and all("apt-get install nginx-light" in goal["figure"] for goal in skipped)
-    assert "[   n/a]" in render(figures)
+    assert "[n/a]" in render(figures)
 
 
 def test_nginx_config_stays_on_loopback_and_in_its_prefix(tmp_path) -> None:

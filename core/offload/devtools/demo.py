@@ -34,6 +34,7 @@ from .demo_contracts import (
 )
 from .ports import LOOPBACK, free_port, port_is_free
 from .processes import ProcessGroup, StartupError
+from .tables import add_rows, as_text, table
 
 DEMO_HOST = LOOPBACK
 
@@ -148,11 +149,12 @@ async def replay_experiment(gateway_url: str, options: DemoOptions) -> list[Samp
     return samples
 
 
-def latency_columns(latencies_ms: list[float]) -> str:
-    """Mean, p50 and p99 in fixed-width columns, or dashes when there are no samples."""
+def latency_cells(latencies_ms: list[float]) -> list[str]:
+    """Mean, p50 and p99 as table cells, or dashes when there are no samples."""
     if not latencies_ms:
-        return f"{'-':>8} {'-':>8} {'-':>8}"
-    return f"{mean(latencies_ms):>8.2f} {percentile(latencies_ms, 0.5):>8.2f} {percentile(latencies_ms, 0.99):>8.2f}"
+        return ["-", "-", "-"]
+    figures = (mean(latencies_ms), percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99))
+    return [f"{value:.2f}" for value in figures]
 
 
 def report(samples: list[Sample], options: DemoOptions) -> str:
@@ -161,17 +163,15 @@ def report(samples: list[Sample], options: DemoOptions) -> str:
     for sample in samples:
         by_server[sample.server].append(sample.latency_s * 1000)
     order = [plan.name for plan in DEMO_EDGES] + sorted(set(by_server) - {plan.name for plan in DEMO_EDGES})
-    lines = [
-        f"{'server':<12} {'requests':>8} {'share':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8}",
-        "-" * 56,
-    ]
+    servers = table("server", "requests", "share", "mean ms", "p50 ms", "p99 ms")
     for name in order:
         latencies = by_server.get(name, [])
         share = 100 * len(latencies) / len(samples) if samples else 0
-        lines.append(f"{name:<12} {len(latencies):>8} {share:>6.1f}% {latency_columns(latencies)}")
+        add_rows(servers, [(name, len(latencies), f"{share:.1f}%", *latency_cells(latencies))])
     every = [sample.latency_s * 1000 for sample in samples]
-    lines.append("-" * 56)
-    lines.append(f"{'all':<12} {len(every):>8} {100.0:>6.1f}% {latency_columns(every)}")
+    servers.add_section()
+    add_rows(servers, [("all", len(every), "100.0%", *latency_cells(every))])
+    lines = [as_text(servers)]
     failed = sum(1 for sample in samples if sample.status != 200)
     local_name = next(plan.name for plan in DEMO_EDGES if plan.local)
     per_second: dict[int, int] = defaultdict(int)

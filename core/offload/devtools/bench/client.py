@@ -32,6 +32,7 @@ from typing import Any
 from ...tasks import Task
 from ..ports import LOOPBACK
 from ..progress import status, status_done
+from ..tables import add_rows, as_text, table
 
 HOST = LOOPBACK
 REQUESTS = 20_000
@@ -291,19 +292,29 @@ def summarize(runs: dict[str, list[ClientRun]]) -> dict[str, Any]:
 
 def render(figures: dict[str, Any]) -> str:
     """The figures as a plain-text table."""
+    clients = table("client", "cpu µs med", "worst", "req/s med", "worst", "cpu vs native", "req/s vs native")
+    for name, row in figures["clients"].items():
+        add_rows(
+            clients,
+            [
+                (
+                    name,
+                    f"{row['cpu_us_median']:.1f}",
+                    f"{row['cpu_us_worst']:.1f}",
+                    f"{row['rps_median']:,.0f}",
+                    f"{row['rps_worst']:,.0f}",
+                    f"{row['cpu_vs_native'] or 0:.2f}x",
+                    f"{row['rps_vs_native'] or 0:.2f}x",
+                )
+            ],
+        )
     lines = [
         f"Upstream clients: {figures['requests']:,} x GET /hello from {figures['concurrency']} tasks, loopback server "
         f"in its own process; {figures['rounds']} interleaved rounds (median / worst); loop: {figures['loop']}",
         "cpu = this process's CPU time per request (all threads)",
         "",
-        f"{'client':<10} {'cpu µs med':>10} {'worst':>7} {'req/s med':>10} {'worst':>8} "
-        f"{'cpu vs native':>13} {'req/s vs native':>15}",
+        as_text(clients),
     ]
-    for name, row in figures["clients"].items():
-        lines.append(
-            f"{name:<10} {row['cpu_us_median']:>10.1f} {row['cpu_us_worst']:>7.1f} {row['rps_median']:>10,.0f} "
-            f"{row['rps_worst']:>8,.0f} {row['cpu_vs_native'] or 0:>12.2f}x {row['rps_vs_native'] or 0:>14.2f}x"
-        )
     missing = [name for name in contenders() if name not in figures["clients"]]
     if missing:
         lines += ["", f"not measured (left out, or over {RUN_LIMIT_S:g} s for one run): {', '.join(missing)}"]

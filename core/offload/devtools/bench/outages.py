@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from ...pool_config import POLICY_DEFAULT
 from ...stats import percentile
 from ..processes import StartupError
 from ..progress import status, status_done
+from ..tables import add_rows, as_text, goals_table, table
 from .load import SERVER_HEADER
 from .scenarios import Scenario, gateway_counters
 from .topology import EdgeSpec, GatewayOptions
@@ -392,45 +393,79 @@ def common_errors(errors: dict[str, int], most: int = 3) -> list[str]:
 
 def runs_table(
     groups: dict[str, Any],
-    row: Callable[[str, int, dict[str, Any]], str],
+    headers: Sequence[str],
+    cells: Callable[[str, int, dict[str, Any]], list[str]],
     summary: Callable[[str, dict[str, Any]], str],
-) -> list[str]:
-    """Each contender's runs as ``row`` lines, each with its most frequent failures, then its ``summary``."""
-    lines = []
+) -> list[Any]:
+    """Each contender's runs as rows of ``cells``; under the table each run's most frequent failures and
+    each contender's ``summary``."""
+    runs = table(*headers)
+    notes: list[str] = []
     for name, group in groups.items():
         for index, run in enumerate(group["runs"], 1):
-            lines.append(row(name, index, run))
-            lines += [f"{'':<8}{line}" for line in common_errors(run["errors"])]
-        lines.append(summary(name, group))
-    return lines
+            add_rows(runs, [cells(name, index, run)])
+            notes += [f"   {name} run {index}: {line}" for line in common_errors(run["errors"])]
+        notes.append(summary(name, group))
+    return [runs, *notes]
 
 
-def kill_row(name: str, index: int, run: dict[str, Any]) -> str:
-    return (
-        f"{name:<10} {index:>3} {run['victim']:>6} {run['requests']:>8} {run['rps']:>8,.0f} "
-        f"{fmt_ms(run['p99_ms']):>8} {fmt_ms(run['max_ms']):>8} {run['failed']:>6}"
-    )
+KILL_HEADERS = ("clients", "run", "victim", "requests", "req/s", "p99 ms", "max ms", "failed")
+
+
+def kill_cells(name: str, index: int, run: dict[str, Any]) -> list[str]:
+    return [
+        name,
+        str(index),
+        str(run["victim"]),
+        str(run["requests"]),
+        f"{run['rps']:,.0f}",
+        fmt_ms(run["p99_ms"]),
+        fmt_ms(run["max_ms"]),
+        str(run["failed"]),
+    ]
 
 
 def kill_summary(name: str, group: dict[str, Any]) -> str:
     failed = group["failed"]
-    return f"{name:<10} failed: worst {failed['worst']}, median {failed['median']:g}"
+    return f"{name}: failed worst {failed['worst']}, median {failed['median']:g}"
 
 
-def hang_row(name: str, index: int, run: dict[str, Any]) -> str:
+HANG_HEADERS = (
+    "gateway",
+    "run",
+    "requests",
+    "req/s",
+    "failed",
+    "by status",
+    "max ms",
+    "move s",
+    "to stopped",
+    "sent until s",
+)
+
+
+def hang_cells(name: str, index: int, run: dict[str, Any]) -> list[str]:
     statuses = " ".join(f"{status}:{count}" for status, count in run["failed_by_status"].items()) or "-"
     sent = "?" if run["sent_to_stopped"] is None else str(run["sent_to_stopped"])
     until = "?" if run["chosen_until_s"] is None else f"{run['chosen_until_s']:.1f}"
-    return (
-        f"{name:<17} {index:>3} {run['requests']:>8} {run['rps']:>7,.0f} {run['failed']:>6} {statuses:<16} "
-        f"{fmt_ms(run['max_ms']):>9} {run['time_to_move_s']:>7.2f} {sent:>10} {until:>12}"
-    )
+    return [
+        name,
+        str(index),
+        str(run["requests"]),
+        f"{run['rps']:,.0f}",
+        str(run["failed"]),
+        statuses,
+        fmt_ms(run["max_ms"]),
+        f"{run['time_to_move_s']:.2f}",
+        sent,
+        until,
+    ]
 
 
 def hang_summary(name: str, group: dict[str, Any]) -> str:
     failed, moved = group["failed"], group["time_to_move_s"]
     return (
-        f"{name:<17} failed: worst {failed['worst']}, median {failed['median']:g}; time to move: worst "
+        f"{name}: failed worst {failed['worst']}, median {failed['median']:g}; time to move: worst "
         f"{moved['worst']:.2f} s, median {moved['median']:.2f} s; slowest request: worst "
         f"{fmt_ms(group['max_ms']['worst'])} ms"
     )
@@ -438,19 +473,16 @@ def hang_summary(name: str, group: dict[str, Any]) -> str:
 
 def render(figures: dict[str, Any]) -> str:
     """The tables: one row per run, then worst and median across runs, then the goals."""
-    lines: list[str] = []
+    parts: list[Any] = []
     if figures["kill"]:
-        lines += [
+        parts += [
             f"Kill: three edges (1, 2, 5 ms), {POLICY_DEFAULT}, closed-loop clients for {KILL_DURATION_S:g} s; "
             f"the edge with the most requests so far gets SIGKILL at ~{OUTAGE_AT_S:g} s",
-            "",
-            f"{'clients':<10} {'run':>3} {'victim':>6} {'requests':>8} {'req/s':>8} {'p99 ms':>8} {'max ms':>8} "
-            f"{'failed':>6}",
-            *runs_table(figures["kill"], kill_row, kill_summary),
+            *runs_table(figures["kill"], KILL_HEADERS, kill_cells, kill_summary),
             "",
         ]
     if figures["hang"]:
-        lines += [
+        parts += [
             f"Hang: three edges, {HANG_CLIENTS} closed-loop clients; the edge busiest over the last {RECENT_S:g} s "
             f"gets SIGSTOP at ~{OUTAGE_AT_S:g} s for {HANG_FOR_S:g} s, then SIGCONT; gateway timeout_s "
             f"{HANG_TIMEOUT_S:g}",
@@ -458,16 +490,11 @@ def render(figures: dict[str, Any]) -> str:
             "   SIGSTOP to answer; for one sent while stopped, its latency); to stopped = attempts the gateway sent",
             "   the stopped edge while it was stopped (its GET /servers 'requests' counter, SIGSTOP to SIGCONT);",
             f"   sent until s = how long after the SIGSTOP that counter still rose (polled every {POLL_S:g} s)",
-            "",
-            f"{'gateway':<17} {'run':>3} {'requests':>8} {'req/s':>7} {'failed':>6} {'by status':<16} "
-            f"{'max ms':>9} {'move s':>7} {'to stopped':>10} {'sent until s':>12}",
-            *runs_table(figures["hang"], hang_row, hang_summary),
+            *runs_table(figures["hang"], HANG_HEADERS, hang_cells, hang_summary),
             "",
         ]
-    lines.append("Goals")
-    for goal in figures["goals"]:
-        lines.append(f"   [{'met' if goal['met'] else 'MISSED':>6}] {goal['goal']}: {goal['figure']}")
-    return "\n".join(lines)
+    parts.append(goals_table(figures["goals"]))
+    return as_text(*parts)
 
 
 def plan(options: OutagesOptions) -> list[tuple[str, str, Any]]:

@@ -25,6 +25,7 @@ from typing import Any
 from ..ports import free_port
 from ..processes import ManagedProcess, ProcessGroup, StartupError
 from ..progress import status, status_done
+from ..tables import add_rows, as_text, goals_table, table
 from .closed_loop import LoadResult, measure, wrk_available
 from .cpu import group_cpu_seconds, rss_kb
 from .nginx import constant_config, nginx_config
@@ -284,40 +285,52 @@ def summarize(
     }
 
 
-def figures_row(name: str, run: dict[str, Any]) -> str:
+def figures_cells(name: str, run: dict[str, Any]) -> list[str]:
     """A table row's own figures: name, connections, req/s, p50, p99, errors, cpu µs."""
     cpu = f"{run['cpu_us']:.0f}" if run.get("cpu_us") is not None else "-"
-    return (
-        f"{name:<24} {run['connections']:>5} {run['rps']:>9,.0f} {run['p50_ms']:>8.3f} {run['p99_ms']:>8.3f} "
-        f"{run['errors']:>6} {cpu:>7}"
-    )
+    return [
+        name,
+        str(run["connections"]),
+        f"{run['rps']:,.0f}",
+        f"{run['p50_ms']:.3f}",
+        f"{run['p99_ms']:.3f}",
+        str(run["errors"]),
+        cpu,
+    ]
+
+
+FIGURES_HEADERS = ("contender", "conns", "req/s", "p50 ms", "p99 ms", "errors", "cpu µs")
 
 
 def render(figures: dict[str, Any]) -> str:
-    lines = [f"Gateway cost, near-zero-cost upstream (GET /hello on the edges); load by {figures['tool']}"]
+    parts: list[Any] = [f"Gateway cost, near-zero-cost upstream (GET /hello on the edges); load by {figures['tool']}"]
     if "rounds" in figures:
-        lines.append(f"median of {figures['rounds']} interleaved runs of {figures['duration_s']:g} s each; "
-                     "cpu = the contender's own CPU time per request")  # fmt: skip
-    lines.append("")
-    lines.append(f"{'contender':<24} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-                 f"{'cpu µs':>7} {'vs direct':>9} {'vs nginx':>8}")  # fmt: skip
+        parts.append(
+            f"median of {figures['rounds']} interleaved runs of {figures['duration_s']:g} s each; "
+            "cpu = the contender's own CPU time per request"
+        )
+    contenders = table(*FIGURES_HEADERS, "vs direct", "vs nginx")
     by_name = figures["results"]
     for name, runs in by_name.items():
         for run in runs:
             direct = next(r for r in by_name["direct"] if r["connections"] == run["connections"])
             nginx = next((r for r in by_name.get("nginx", []) if r["connections"] == run["connections"]), None)
             versus_nginx = f"{run['rps'] / nginx['rps']:.2f}x" if nginx else "-"
-            lines.append(f"{figures_row(name, run)} {run['rps'] / direct['rps']:>8.2f}x {versus_nginx:>8}")
+            add_rows(contenders, [(*figures_cells(name, run), f"{run['rps'] / direct['rps']:.2f}x", versus_nginx)])
+    parts += ["", contenders]
     if figures.get("scaling"):
-        lines += ["", f"Scaling: in front of nginx answering a constant, {SCALING_CONNECTIONS} connections", ""]
-        for name, runs in figures["scaling"].items():
-            lines.append(figures_row(name, runs[0]))
+        scaling = table(
+            *FIGURES_HEADERS,
+            title=f"Scaling: in front of nginx answering a constant, {SCALING_CONNECTIONS} connections",
+        )
+        add_rows(scaling, (figures_cells(name, runs[0]) for name, runs in figures["scaling"].items()))
+        parts += ["", scaling]
     if figures["soak"]:
         soak = figures["soak"]
-        lines += ["", f"soak: {soak['requests']:,} requests in {soak['seconds']} s, gateway RSS "
-                  f"{soak['rss_before_mb']} -> {soak['rss_after_mb']} MB ({soak['growth_mb']:+} MB)"]  # fmt: skip
-    lines += ["", "Goals"]
-    for goal in figures["goals"]:
-        verdict = "met" if goal["met"] else "MISSED" if goal.get("measured", True) else "n/a"
-        lines.append(f"   [{verdict:>6}] {goal['goal']}: {goal['figure']}")
-    return "\n".join(lines)
+        parts += [
+            "",
+            f"soak: {soak['requests']:,} requests in {soak['seconds']} s, gateway RSS "
+            f"{soak['rss_before_mb']} -> {soak['rss_after_mb']} MB ({soak['growth_mb']:+} MB)",
+        ]
+    parts += ["", goals_table(figures["goals"])]
+    return as_text(*parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..tables import add_rows, as_text, table
 from .load import Sample
 from .scenarios import ORACLE, POLICY_EDGES
 
@@ -20,43 +21,45 @@ def fmt(value: float | int | None, digits: int = 2) -> str:
 
 
 def original_table(figures: dict[str, Any]) -> str:
-    lines = [
-        "1. The original experiment: 1000 requests 1-5 ms apart, throughput rule on (expected 25/s), min_latency",
-        f"   {'server':<12} {'requests':>8} {'share':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8}",
-    ]
-    for name, row in figures["servers"].items():
-        lines.append(
-            f"   {name:<12} {row['requests']:>8} {100 * row['share']:>6.1f}% {fmt(row['mean_ms']):>8} "
-            f"{fmt(row['p50_ms']):>8} {fmt(row['p99_ms']):>8}"
-        )
-    lines.append(
-        f"   failed {figures['failed']}; local throughput peak {figures['peak_local_throughput']} per 1 s window "
-        f"(gateway's meter), {figures['max_local_per_1s_client_clock']} by the client's clock; "
-        f"expected {figures['expected_throughput']}"
+    servers = table("server", "requests", "share", "mean ms", "p50 ms", "p99 ms")
+    add_rows(
+        servers,
+        (
+            (
+                name,
+                row["requests"],
+                f"{100 * row['share']:.1f}%",
+                fmt(row["mean_ms"]),
+                fmt(row["p50_ms"]),
+                fmt(row["p99_ms"]),
+            )
+            for name, row in figures["servers"].items()
+        ),
     )
     per_second = ", ".join(str(count) for count in figures["local_per_second"])
-    lines.append(f"   local requests in each second of the run: {per_second}")
-    return "\n".join(lines)
+    return as_text(
+        "1. The original experiment: 1000 requests 1-5 ms apart, throughput rule on (expected 25/s), min_latency",
+        servers,
+        f"failed {figures['failed']}; local throughput peak {figures['peak_local_throughput']} per 1 s window "
+        f"(gateway's meter), {figures['max_local_per_1s_client_clock']} by the client's clock; "
+        f"expected {figures['expected_throughput']}",
+        f"local requests in each second of the run: {per_second}",
+    )
 
 
 def policies_table(figures: dict[str, Any]) -> str:
     servers = [spec.name for spec in POLICY_EDGES]
     service = ", ".join(f"{name} {figures['service_ms'][name]:g} ms" for name in servers)
-    header = f"   {'policy':<21} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'errors':>6}  " + " ".join(
-        f"{name:>6}" for name in servers
-    )
-    lines = [
-        f"2. Policies side by side, same open-loop load (~330 req/s); true cost per request: {service}",
-        header,
-    ]
+    policies = table("policy", "p50 ms", "p99 ms", "mean ms", "errors", *servers)
     for policy, row in figures["rows"].items():
         label = f"oracle ({figures['oracle_target']})" if policy == ORACLE else policy
-        shares = " ".join(f"{100 * row['share'][name]:>5.1f}%" for name in servers)
-        lines.append(
-            f"   {label:<21} {fmt(row['p50_ms']):>7} {fmt(row['p99_ms']):>7} {fmt(row['mean_ms']):>8} "
-            f"{row['errors']:>6}  {shares}"
+        shares = [f"{100 * row['share'][name]:.1f}%" for name in servers]
+        add_rows(
+            policies, [(label, fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["mean_ms"]), row["errors"], *shares)]
         )
-    return "\n".join(lines)
+    return as_text(
+        f"2. Policies side by side, same open-loop load (~330 req/s); true cost per request: {service}", policies
+    )
 
 
 def faults_table(figures: dict[str, Any]) -> str:
@@ -76,13 +79,6 @@ def faults_table(figures: dict[str, Any]) -> str:
             f"({100 * figures['victim_share_after_slowdown']:.1f}% of later requests still went to {victim})",
         ]
     )
-
-
-def goals_table(goals: list[dict[str, Any]]) -> str:
-    lines = ["Goals"]
-    for goal in goals:
-        lines.append(f"   [{'met' if goal['met'] else 'MISSED':>6}] {goal['goal']}: {goal['figure']}")
-    return "\n".join(lines)
 
 
 def draw_original_plots(samples: list[Sample], servers: list[str], local: str, expected: int, out: Path) -> list[Path]:

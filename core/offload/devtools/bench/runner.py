@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..processes import StartupError
+from ..tables import as_text, goals_table
 from .analysis import analyse_faults, analyse_original, analyse_policies, goals
 from .load import Progress
-from .report import draw_original_plots, faults_table, goals_table, original_table, policies_table
+from .report import draw_original_plots, faults_table, original_table, policies_table
 from .scenarios import run_faults, run_original, run_policies, total_requests
 
 
@@ -72,7 +73,7 @@ async def run_bench(options: BenchOptions) -> int:
             faults_table(figures["faults"]),
         ):
             print(table, end="\n\n")
-        print(goals_table(figures["goals"]))
+        print(as_text(goals_table(figures["goals"])))
         if figures["plots"]:
             print(f"\nplots: {', '.join(figures['plots'])}")
         print(f"ran in {figures['elapsed_s']} s")

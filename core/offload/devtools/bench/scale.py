@@ -41,6 +41,7 @@ from ..demo_contracts import DEMO_PRIVATE_KEY, KEY_ENV, contracts_available, con
 from ..ports import free_port
 from ..processes import ProcessGroup, StartupError
 from ..progress import status, status_done
+from ..tables import add_rows, as_text, goals_table, table
 from .closed_loop import LoadResult, wrk_available
 from .nginx import constant_config
 from .perf import Contender, measure_rounds, single_upstream_config
@@ -527,43 +528,105 @@ def summarize(run: Run) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any]) -> str:
-    """Plain aligned tables, as the other benches print them."""
-    lines = [f"Scaling in front of {figures['upstream']} (GET /); load by {figures['tool']}, median of "
-             f"{figures['rounds']} interleaved run(s) of {figures['duration_s']:g} s each", ""]  # fmt: skip
-    lines.append(f"{'contender':<22} {'procs':>5} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-                 f"{'errors':>6} {'x 1 proc':>8} {'x workers 1':>11}")  # fmt: skip
+    """The tables, as the other benches print them."""
+    parts: list[Any] = [
+        f"Scaling in front of {figures['upstream']} (GET /); load by {figures['tool']}, median of "
+        f"{figures['rounds']} interleaved run(s) of {figures['duration_s']:g} s each",
+    ]
+    scaling = table("contender", "procs", "conns", "req/s", "p50 ms", "p99 ms", "errors", "x 1 proc", "x workers 1")
     for row in sorted(figures["scaling"], key=lambda r: (r["layout"] != "workers", r["connections"], r["processes"])):
-        lines.append(f"{row['name']:<22} {row['processes']:>5} {row['connections']:>5} {row['rps']:>9,.0f} "
-                     f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['errors']:>6} {row['ratio']:>7.2f}x "
-                     f"{row['vs_one_worker']:>10.2f}x")  # fmt: skip
-    lines.append("(--workers N: the workers share memory; N replicas: one Redis, behind deploy/nginx/offload.conf)")
+        add_rows(
+            scaling,
+            [
+                (
+                    row["name"],
+                    row["processes"],
+                    row["connections"],
+                    f"{row['rps']:,.0f}",
+                    f"{row['p50_ms']:.3f}",
+                    f"{row['p99_ms']:.3f}",
+                    row["errors"],
+                    f"{row['ratio']:.2f}x",
+                    f"{row['vs_one_worker']:.2f}x",
+                )
+            ],
+        )
+    parts += [
+        scaling,
+        "(--workers N: the workers share memory; N replicas: one Redis, behind deploy/nginx/offload.conf)",
+    ]
     rule = figures["throughput_rule"]
     if rule:
-        lines += ["", "Throughput rule at 1 connection (consider_throughput, every request admitted locally)", "",
-                  f"{'state':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'local':>8} {'remote':>7}"]  # fmt: skip
+        rule_table = table(
+            "state",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "local",
+            "remote",
+            title="Throughput rule at 1 connection (consider_throughput, every request admitted locally)",
+        )
         for name in ("memory", "redis"):
             r = rule[name]
-            lines.append(f"{name:<8} {r['rps']:>9,.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                         f"{r['local_requests']:>8} {r['remote_requests']:>7}")  # fmt: skip
-        lines.append(f"added by Redis: {rule['added_p50_ms']:.3f} ms p50, {rule['added_p99_ms']:.3f} ms p99 "
-                     f"(goal <= {rule['goal_ms']} ms p50)")  # fmt: skip
+            add_rows(
+                rule_table,
+                [
+                    (
+                        name,
+                        f"{r['rps']:,.0f}",
+                        f"{r['p50_ms']:.3f}",
+                        f"{r['p99_ms']:.3f}",
+                        r["local_requests"],
+                        r["remote_requests"],
+                    )
+                ],
+            )
+        parts += [
+            "",
+            rule_table,
+            f"added by Redis: {rule['added_p50_ms']:.3f} ms p50, {rule['added_p99_ms']:.3f} ms "
+            f"p99 (goal <= {rule['goal_ms']} ms p50)",
+        ]
     if figures["window_client"]:
-        lines += ["", "The window check alone, one call at a time from this process (why it has a lane of its own)", "",
-                  f"{'client':<28} {'p50 us':>8} {'CPU us/call':>12}"]  # fmt: skip
+        lane = table(
+            "client",
+            "p50 us",
+            "CPU us/call",
+            title="The window check alone, one call at a time from this process (why it has a lane of its own)",
+        )
         for name, figure in figures["window_client"].items():
-            lines.append(f"{name:<28} {figure['p50_us']:>8.1f} {figure['cpu_us']:>12.1f}")
+            add_rows(lane, [(name, f"{figure['p50_us']:.1f}", f"{figure['cpu_us']:.1f}")])
+        parts += ["", lane]
     if figures["writes"]:
-        lines += ["", "Contract writes: concurrent POST /contracts/Counter/increment, replicas sharing Redis", ""]
-        lines.append(f"{'replicas':>8} {'writes':>7} {'non-200':>7} {'counter +':>9} {'seconds':>8} {'tx/s':>7}")
+        writes = table(
+            "replicas",
+            "writes",
+            "non-200",
+            "counter +",
+            "seconds",
+            "tx/s",
+            left=0,
+            title="Contract writes: concurrent POST /contracts/Counter/increment, replicas sharing Redis",
+        )
         for burst in figures["writes"]:
-            lines.append(f"{burst['replicas']:>8} {burst['writes']:>7} {burst['non_200']:>7} "
-                         f"{burst['counter_delta']:>9} {burst['seconds']:>8.2f} {burst['tx_per_s']:>7.1f}")  # fmt: skip
+            add_rows(
+                writes,
+                [
+                    (
+                        burst["replicas"],
+                        burst["writes"],
+                        burst["non_200"],
+                        burst["counter_delta"],
+                        f"{burst['seconds']:.2f}",
+                        f"{burst['tx_per_s']:.1f}",
+                    )
+                ],
+            )
+        parts += ["", writes]
     if figures["notes"]:
-        lines += ["", "Skipped"] + [f"   {note}" for note in figures["notes"]]
-    lines += ["", "Goals"]
-    for goal in figures["goals"]:
-        lines.append(f"   [{'met' if goal['met'] else 'MISSED':>6}] {goal['goal']}: {goal['figure']}")
-    return "\n".join(lines)
+        parts += ["", "Skipped", *(f"   {note}" for note in figures["notes"])]
+    parts += ["", goals_table(figures["goals"])]
+    return as_text(*parts)
 
 
 async def run_scale(options: ScaleOptions) -> int:
