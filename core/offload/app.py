@@ -15,13 +15,17 @@ from sanic import Blueprint, Request, Sanic, response
 from sanic.response import HTTPResponse
 
 from .context import PluginContext
+from .dashboard import install_dashboard
 from .engine import Engine
 from .errors import ConfigError
 from .health import ProbeResult, probe_server
+from .metrics.http import install_metrics
+from .openapi import install_openapi
 from .plugins import call_for_plugin, installed_plugins, load_enabled_plugins, new_plugin_manager
 from .policies import BUILTIN_POLICIES, PolicyFactory
 from .pool_config import PLUGIN_CORE_DEFAULTS, PoolConfig, pool_config_from_options
 from .registry import Registry, Server
+from .request_ids import install_request_ids
 from .responses import JsonErrorHandler
 from .routing import RouteClaims, blueprint_routes, join_path
 from .security import READ, AccessGuard, install_access_guard, load_api_token
@@ -78,6 +82,8 @@ def create_app(
 
     app = Sanic(name or f"offload_gateway_{next(_app_numbers)}", error_handler=JsonErrorHandler())
     app.config.MOTD = False
+    # Installing sanic-ext must change nothing: no implicit routes, OPTIONS handlers or CORS answers.
+    app.config.AUTO_EXTEND = False
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_TIMEOUT = gateway.request_timeout_s
     app.config.KEEP_ALIVE_TIMEOUT = gateway.keep_alive_timeout_s
@@ -91,6 +97,9 @@ def create_app(
 
     claims = RouteClaims()
     add_builtin_routes(app, claims)
+    install_dashboard(app, claims, CORE_OWNER)  # GET /dashboard: a live page that polls /servers
+    install_metrics(app, engine, claims, CORE_OWNER, workers)  # GET /metrics; counts every route
+    install_openapi(app, claims, CORE_OWNER)  # GET /openapi.json (built from the routes) and GET /docs
     for context in contexts:
         mount_plugin_routes(app, manager, context, claims)
     if state is None:
@@ -100,6 +109,7 @@ def create_app(
         token, bind_host or gateway.host, gateway.allowed_hosts, gateway.allowed_origins, gateway.max_body_bytes
     )
     install_access_guard(app, guard)
+    install_request_ids(app)  # X-Request-ID in and out, upstream and in the logs
     return app
 
 
@@ -235,8 +245,15 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
         for name, description in pools.items():
             description["throughput"] = await engine.throughput_now(name)
             description["counters"] = engine.counters(name)
+            description["recent_decisions"] = engine.decisions.recent(name)  # newest first, bounded
         return response.json(
-            {"pools": pools, "state": state_status(engine.state), "health_sharing": engine.health_sharing.status()}
+            {
+                "pools": pools,
+                "state": state_status(engine.state),
+                "health_sharing": engine.health_sharing.status(),
+                # {at, ok, summary, worker_pid} of the latest SIGHUP / `offload reload`, None before one.
+                "last_reload": getattr(request.app.ctx, "last_reload", None),
+            }
         )
 
     async def plugins(request: Request) -> HTTPResponse:

@@ -1,4 +1,4 @@
-"""The ``offload`` command: serve, demo, plugins, validate."""
+"""The ``offload`` command: serve, reload, demo, plugins, validate."""
 
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ def config_path(value: str | None) -> Path:
 
 
 def build_gateway(
-    config: str, workers: int, host: str | None = None, overrides: tuple[tuple[str, object], ...] = ()
+    config: str,
+    workers: int,
+    host: str | None = None,
+    overrides: tuple[tuple[str, object], ...] = (),
+    log_format: str = "text",
 ) -> Sanic:
     """App factory for ``offload serve``; each worker process calls it (so it must be importable).
 
@@ -36,9 +40,12 @@ def build_gateway(
     """
     from .app import create_app
     from .connections import client_connection_cap, raise_descriptor_limit
+    from .reload import install_reload_signal
 
     settings = load_settings(config, dict(overrides))
     app = create_app(settings, name="offload_gateway", workers=workers, bind_host=host)
+    configure_logging(log_format)  # again: creating a Sanic app resets Sanic's loggers
+    install_reload_signal(app, config, overrides)  # SIGHUP re-reads plugins.toml (offload reload sends it)
     # Client connections must never use up the descriptors upstream connections need.
     app.ctx.max_client_connections = client_connection_cap(app.ctx.max_client_connections, raise_descriptor_limit())
     return app
@@ -58,14 +65,11 @@ def refuse_exposure(host: str, settings: Settings) -> None:
         )
 
 
-def configure_logging() -> None:
-    """Our log lines once each: Sanic's loggers have their own handlers, so only ``offload.*`` gets one here."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    logger = logging.getLogger("offload")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+def configure_logging(log_format: str = "text") -> None:
+    """Log lines on stderr, each with its request id; ``json``: every line one JSON object (see offload.log_format)."""
+    from .log_format import configure
+
+    configure(log_format)
 
 
 def free_port_on(host: str) -> int:
@@ -136,26 +140,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Sanic reads port 0 as "its default" (8000): pick a free one here instead, and say which.
         port = free_port_on(host)
     refuse_exposure(host, settings)
-    configure_logging()
+    configure_logging(args.log_format)
     check_state_store(settings, args.workers)
     workers = f" ({args.workers} workers)" if args.workers > 1 else ""
     shown_host = f"[{host}]" if ":" in host else host
     print(f"offload: serving on http://{shown_host}:{port}{workers}", flush=True)
+    from .reload import hold_sighup, pid_file_path, write_pid_file
+
+    hold_sighup()  # until the reload handlers are installed, SIGHUP must not end the server
+    # Where `offload reload` finds this (main) process; removed at exit.
+    write_pid_file(pid_file_path(args.pid_file, path), required=args.pid_file is not None)
     # A longer accept queue than Sanic's 100: a burst of connections waits instead of being retried a second later.
     options = {"access_log": args.access_log, "motd": False, "protocol": GuardedHttpProtocol, "backlog": 1024}
     try:
         if args.workers == 1:
-            app = build_gateway(path, 1, host, overrides)
+            app = build_gateway(path, 1, host, overrides, args.log_format)
             app.run(host=host, port=port, single_process=True, **options)
         else:
             from sanic.worker.loader import AppLoader
 
-            loader = AppLoader(factory=partial(build_gateway, path, args.workers, host, overrides))
-            app = loader.load()
-            app.prepare(host=host, port=port, workers=args.workers, **options)
-            Sanic.serve(primary=app, app_loader=loader)
+            from .metrics.multiproc import metrics_directory, remove_at_main_process_stop
+
+            # Every worker writes its metrics where each can sum them: set before any worker starts.
+            with metrics_directory() as metrics_dir:
+                loader = AppLoader(factory=partial(build_gateway, path, args.workers, host, overrides, args.log_format))
+                app = loader.load()
+                app.prepare(host=host, port=port, workers=args.workers, **options)
+                remove_at_main_process_stop(app, metrics_dir)
+                Sanic.serve(primary=app, app_loader=loader)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .reload import check_settings, pid_file_path, signal_gateway
+
+    path = config_path(args.config)
+    check_settings(load_settings(path))  # an invalid file: one line, exit 2, and the gateway is never signalled
+    pid = signal_gateway(pid_file_path(args.pid_file, path))
+    print(f"offload: {path} is valid; sent SIGHUP to the gateway (PID {pid}): see its log or GET /servers last_reload")
     return 0
 
 
@@ -199,6 +223,23 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         )
     for name in missing:
         print(f"{name:<14} {'(not installed)':<22} {'-':<10} {'yes':<8} -")
+    return 0
+
+
+def cmd_plugins_new(args: argparse.Namespace) -> int:
+    from .devtools.scaffold import ScaffoldError, write_plugin
+    from .plugins import installed_entry_points
+
+    try:
+        scaffold = write_plugin(args.name, Path(args.dir), installed=set(installed_entry_points()))
+    except ScaffoldError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"offload: wrote plugin {scaffold.names.name!r} ({scaffold.names.distribution}) in {scaffold.directory}:")
+    for name in scaffold.files:
+        print(f"  {scaffold.directory / name}")
+    print("next:")
+    for command in scaffold.next_steps():
+        print(f"  {command}")
     return 0
 
 
@@ -273,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: [gateway] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [gateway] port, 8899)")
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines on stderr as text or one JSON object each (default: text)",
+    )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
     serve.add_argument(
         "--state",
@@ -284,7 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start even if the Redis in --state does not answer (local state until it does)",
     )
+    serve.add_argument("--pid-file", help="where to write the main process's PID (default: {config dir}/.offload.pid)")
     serve.set_defaults(handler=cmd_serve)
+
+    reload = commands.add_parser("reload", help="check plugins.toml, then make the running gateway re-read it (SIGHUP)")
+    reload.add_argument("--config", help=f"plugins.toml (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
+    reload.add_argument("--pid-file", help="the pid file offload serve wrote (default: {config dir}/.offload.pid)")
+    reload.set_defaults(handler=cmd_reload)
 
     validate = commands.add_parser("validate", help="check plugins.toml and the plugins it enables")
     validate.add_argument("--config", help=f"plugins.toml (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
@@ -294,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--config", help=f"plugins.toml (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=cmd_plugins)
+    plugins_commands = plugins.add_subparsers(dest="plugins_command", metavar="{new}")
+    new_plugin = plugins_commands.add_parser("new", help="write a ready plugin package NAME/ (tests included)")
+    new_plugin.add_argument("name", metavar="NAME", help="plugin name: lower-case letters, digits, _ and -")
+    new_plugin.add_argument("--dir", default=".", help="directory to create NAME/ in (default: the current one)")
+    new_plugin.set_defaults(handler=cmd_plugins_new)
 
     demo = commands.add_parser("demo", help="edges + gateway on loopback, and the original experiment")
     demo.add_argument("--serve", action="store_true", help="keep the gateway up for curl instead")

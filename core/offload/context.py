@@ -79,6 +79,17 @@ class PluginContext:
         """Requests the (default) pool ran locally in its current window."""
         return self.require_engine().throughput(pool or self.default_pool)
 
+    def count_event(self, event: str, outcome: str) -> None:
+        """Count one ``event`` that ended in ``outcome`` in ``GET /metrics`` (``offload_plugin_events_total``).
+
+        Both are short fixed names (``[a-z][a-z0-9_]*``, e.g. ``"transaction"``,
+        ``"refused"``), never a caller's text: anything else, and names beyond the
+        first 64 pairs, are counted as ``"other"``. Does nothing before the plugin
+        is attached to a gateway.
+        """
+        if self.engine is not None:
+            self.engine.metrics.plugin_event(self.name, event, outcome)
+
     @property
     def state(self) -> StateBackend:
         """What every process of this gateway shares (``[gateway] state``): e.g. nonce leases, windows, a cache.

@@ -17,9 +17,11 @@ import aiohttp
 
 from .advertised import AddressAllowlist
 from .balancer import PoolRuntime
+from .decisions import DecisionLog
 from .errors import OffloadError
 from .health import Prober, ProbeResult, fetch_server_list
 from .membership import PoolUpdate, merge_advertised
+from .metrics import NO_METRICS, EngineMetrics
 from .monitor import HealthMonitor
 from .policies import BUILTIN_POLICIES, PolicyFactory
 from .registry import Pool, Registry, Server
@@ -81,9 +83,23 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         self._given_transport = transport
         self._client: Transport | None = None
+        # Where the engine reports what it does (GET /metrics); the app installs real metrics.
+        self.metrics: EngineMetrics = NO_METRICS
+        self.decisions = DecisionLog()  # the last few decisions per pool (GET /servers, /dashboard)
         # Idle upstream connections do not outlive their keep-alive time (nor their server's removal).
-        self.monitor = HealthMonitor(registry, gateway, lambda: self.session, lambda: self.client.prune_idle())
-        self.stall_watch = StallWatch(registry, self.monitor.probe_one, gateway.probe_timeout_s)
+        self.monitor = HealthMonitor(
+            registry,
+            gateway,
+            lambda: self.session,
+            lambda: self.client.prune_idle(),
+            on_probe=lambda pool, server, ok: self.metrics.probed(pool.name, server, ok),
+        )
+        self.stall_watch = StallWatch(
+            registry,
+            self.monitor.probe_one,
+            gateway.probe_timeout_s,
+            on_moved=lambda pool_name, moved: self.metrics.count(pool_name, "moved_off_hung_servers", moved),
+        )
         self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
         self.health_sharing = HealthSharing(registry, self.state, gateway.replica, gateway.probe_interval_s)
 
@@ -95,6 +111,17 @@ class Engine:
             known = ", ".join(sorted(self.policy_factories))
             raise ValueError(f"pool {pool.name!r}: unknown policy {config.policy!r}; choose one of: {known}")
         self.runtime[pool.name] = PoolRuntime.for_pool(config, factory, self.rng)
+
+    def apply_gateway(self, gateway: GatewaySettings) -> None:
+        """Probe and admit advertised servers by ``gateway`` from now on (a reload: see :mod:`offload.reload`).
+
+        Only the probe settings and the advertised networks and ports change live;
+        the transport, its limits and the state were built at start and stay.
+        """
+        self.gateway = gateway
+        self.monitor.use_settings(gateway)
+        self.stall_watch.probe_timeout_s = gateway.probe_timeout_s
+        self.advertised = AddressAllowlist.from_settings(gateway.advertised_networks, gateway.advertised_ports)
 
     def use_state(self, state: StateBackend) -> None:
         """Share state through ``state`` instead (before :meth:`start`; the engine closes it)."""
@@ -273,6 +300,7 @@ class Engine:
         while True:
             if choice.fail_open:
                 runtime.counters.fail_open += 1
+                self.metrics.count(pool_name, "fail_open")
             try:
                 answer = await self._attempt(pool, choice, task, deadline, tried, flexible)
                 break
@@ -282,10 +310,14 @@ class Engine:
                     pool, runtime, deadline, tried, retries_left, needs_budget=not failure.never_arrived
                 )
                 if next_choice is None:
-                    raise self._final_error(pool, choice, failure) from None
+                    error = self._final_error(pool, choice, failure)
+                    self.decisions.failed(pool, choice, error, failure.server, server, tried, exclude, started)
+                    raise error from None
                 retries_left -= 1
                 runtime.counters.retries += 1
+                self.metrics.count(pool_name, "retries")
                 choice = next_choice
+        self.decisions.answered(pool, choice, answer.server, answer.status, server, tried, exclude, started)
         return OffloadResult(
             data=answer.data,
             server=answer.server.name,
@@ -312,6 +344,7 @@ class Engine:
         except OffloadError:
             return None
         if needs_budget and not runtime.budget.allow_retry():
+            self.metrics.count(pool.name, "retries_refused_by_budget")
             return None
         return choice
 
@@ -341,6 +374,7 @@ class Engine:
                     second = None
                 if second is not None and not second.fail_open:
                     runtime.counters.hedges += 1
+                    self.metrics.count(pool.name, "hedges")
                     hedge = self._send(pool, second.server, task, deadline, movable=True)
                     contenders[asyncio.ensure_future(hedge)] = second.server
             pending = set(contenders)
@@ -352,6 +386,7 @@ class Engine:
                     if error is None:
                         if contenders[future] is not choice.server:
                             runtime.counters.hedges_won += 1
+                            self.metrics.count(pool.name, "hedges_won")
                         return future.result()
                     if not isinstance(error, AttemptFailed):
                         raise error
@@ -377,7 +412,9 @@ class Engine:
         if target.local and not counted:
             await self._count_local(pool)
         remaining = deadline - time.perf_counter()
-        answer = await send_once(self.client, pool, target, task, remaining, movable=movable)
+        with self.metrics.attempt(pool.name, target) as attempt:
+            answer = await send_once(self.client, pool, target, task, remaining, movable=movable)
+            attempt.answered(answer.elapsed_s)
         runtime.latencies.add(answer.elapsed_s)
         return answer
 

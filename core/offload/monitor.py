@@ -29,8 +29,10 @@ class HealthMonitor:
         gateway: GatewaySettings,
         session: Callable[[], aiohttp.ClientSession],
         after_round: Callable[[], object] = lambda: None,
+        on_probe: Callable[[Pool, Server, bool], object] = lambda pool, server, ok: None,
     ) -> None:
         self.registry = registry
+        self.on_probe = on_probe  # told every probe's verdict (metrics)
         self.gateway = gateway
         self.session = session
         self.after_round = after_round
@@ -44,7 +46,10 @@ class HealthMonitor:
         """Probe ``servers`` of ``pool`` at once with the pool's probe; record and return the results."""
         gateway = self.gateway
         timeout = gateway.probe_timeout_s if timeout_s is None else timeout_s
-        return await probe_all(self.session(), servers, gateway.probe_path, timeout, self.probers.get(pool.name))
+        results = await probe_all(self.session(), servers, gateway.probe_path, timeout, self.probers.get(pool.name))
+        for server, result in zip(servers, results, strict=True):
+            self.on_probe(pool, server, result.ok)
+        return results
 
     async def probe_now(self) -> None:
         """Probe every server of every pool once, all pools at the same time."""
@@ -53,6 +58,11 @@ class HealthMonitor:
     async def probe_one(self, pool: Pool, server: Server, timeout_s: float) -> ProbeResult:
         """Probe one server of ``pool`` now and record it."""
         return (await self.probe(pool, [server], timeout_s))[0]
+
+    def use_settings(self, gateway: GatewaySettings) -> None:
+        """Probe with ``gateway``'s path, timeout and interval from the next round on (a reload)."""
+        self.gateway = gateway
+        self._rounds.interval_s = gateway.probe_interval_s
 
     def start(self) -> None:
         """Probe every ``probe_interval_s`` from now on (inside a running event loop)."""

@@ -12,6 +12,8 @@ from sanic.helpers import json_dumps
 from sanic.response import HTTPResponse
 
 from .errors import OffloadError
+from .request_ids import HEADER as REQUEST_ID_HEADER
+from .request_ids import assign as assign_request_id
 from .tasks import OffloadResult
 
 SERVER_HEADER = "X-Offload-Server"
@@ -39,7 +41,11 @@ class JsonErrorHandler(ErrorHandler):
     """Renders every exception as a JSON error with the right status."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        # Requests that reached no handler get their id here, before the log line that should carry it.
+        request_id = assign_request_id(request) if request is not None else None
         reply = self.render(request, exception)
+        if request_id is not None:
+            reply.headers[REQUEST_ID_HEADER] = request_id
         if reply.status < 500:
             # One line per refused request, never a traceback: a caller's mistake is not our error.
             # %r keeps a caller's control characters out of the log's line structure.

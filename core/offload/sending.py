@@ -15,6 +15,7 @@ from typing import Any
 from . import safe_json
 from .errors import OffloadError
 from .registry import Pool, Server
+from .request_ids import with_request_id
 from .tasks import Task
 from .transports.base import InvalidRequest, Transport, UpstreamAnswerRefused, UpstreamUnreachable
 
@@ -61,7 +62,7 @@ async def send_once(
     if attempt is not None:
         target.attempts.running.add(attempt)
     try:
-        reply = await client.request(target.url, task, timeout_s)
+        reply = await client.request(target.url, with_request_id(task), timeout_s)
     except TimeoutError:
         reason = f"timed out after {duration(timeout_s)}"
         target.record_failure(reason, may_open=pool.may_eject(target))

@@ -45,8 +45,15 @@ def usual_latency_s(server: Server) -> float:
 class StallWatch:
     """Checks the pools every :data:`CHECK_EVERY_S` and moves requests off hung servers."""
 
-    def __init__(self, registry: Registry, probe: Probe, probe_timeout_s: float) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        probe: Probe,
+        probe_timeout_s: float,
+        on_moved: Callable[[str, int], object] = lambda pool_name, moved: None,
+    ) -> None:
         self.registry = registry
+        self.on_moved = on_moved  # told how many attempts moved off a pool's hung server (metrics)
         self.probe = probe
         self.probe_timeout_s = probe_timeout_s
         self.checking: set[Server] = set()
@@ -110,3 +117,4 @@ class StallWatch:
         if any(other.available for other in pool.servers if other is not server):
             moved = server.attempts.abandon_all(reason)
             self.moved[pool.name] = self.moved.get(pool.name, 0) + moved
+            self.on_moved(pool.name, moved)

@@ -19,6 +19,8 @@ from .errors import error_response, install_error_handlers
 from .guard import install_guards, is_admin_route
 from .loopback import loopback_http_url
 from .pool import attach_pool, run_in_pool
+from .request_ids import HEADER as REQUEST_ID_HEADER
+from .request_ids import request_id
 from .stats import RequestStats
 from .tasks import (
     HASH_CHAIN_MAX_ROUNDS,
@@ -213,6 +215,9 @@ def _install_middleware(app: Sanic, stats: RequestStats, delay: LinkDelay) -> No
     async def finish_request(request: Request, response: HTTPResponse) -> None:
         # Response middleware also runs for error responses (404, 400, 500, ...).
         _finish_request(request, stats)
+        traced = request_id(request)
+        if traced is not None:
+            response.headers[REQUEST_ID_HEADER] = traced  # the caller can match our answer and log lines
 
     app.register_middleware(start_request, "request")
     app.register_middleware(finish_request, "response")
@@ -280,6 +285,8 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
     """
     app = Sanic(_unique_app_name(config.name))
     app.config.MOTD = False
+    # Installing sanic-ext must change nothing: no implicit routes, OPTIONS handlers or CORS answers.
+    app.config.AUTO_EXTEND = False
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_MAX_SIZE = config.max_body_bytes
     app.config.REQUEST_TIMEOUT = REQUEST_TIMEOUT_S

@@ -11,6 +11,7 @@ from sanic.exceptions import SanicException
 from sanic.log import error_logger
 from sanic.response import HTTPResponse, json
 
+from .request_ids import log_tag
 from .tasks import TaskInputError
 
 
@@ -27,7 +28,9 @@ async def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
     status = exc.status_code or 500
     message = str(exc) or getattr(exc, "message", "") or "error"
     if status >= 500 and not exc.quiet:
-        error_logger.exception("error while handling %s %s", request.method, request.path, exc_info=exc)
+        error_logger.exception(
+            "error while handling %s %s (request %s)", request.method, request.path, log_tag(request), exc_info=exc
+        )
     # Keep headers such as ``Allow`` on 405 responses.
     headers = {str(k): str(v) for k, v in (exc.headers or {}).items()}
     return error_response(message, status, headers)
@@ -35,7 +38,9 @@ async def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> HTTPResponse:
     # Log the details for the operator but do not leak them to the client.
-    error_logger.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    error_logger.exception(
+        "unhandled error in %s %s (request %s)", request.method, request.path, log_tag(request), exc_info=exc
+    )
     return error_response("internal server error", 500)
 
 

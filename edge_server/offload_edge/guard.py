@@ -33,6 +33,8 @@ from sanic import Request, Sanic
 from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.log import logger
 
+from .request_ids import log_tag
+
 __all__ = [
     "ADMIN_PREFIX",
     "cross_site_refusal",
@@ -127,7 +129,7 @@ def _refuse(request: Request, status: int, message: str, headers: dict[str, str]
     # Request middleware still runs while Sanic answers the error; this flag keeps the
     # link delay and the request counters out of it (see app._install_middleware).
     request.ctx.edge_refused = True
-    logger.info("refused %s %r: %s", request.method, request.path[:200], message)
+    logger.info("refused %s %r (request %s): %s", request.method, request.path[:200], log_tag(request), message)
     return SanicException(message, status_code=status, headers=headers, quiet=True)
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from offload.devtools.ports import free_port
 
@@ -30,6 +31,24 @@ def is_running(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def assert_metrics_agree_with_servers(text: str, servers: list[dict], squares: int) -> None:
+    """GET /metrics, parsed by prometheus-client, counts what GET /servers counts, server by server."""
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    attempts: dict[str, float] = {}
+    for sample in samples:
+        if sample.name == "offload_upstream_requests_total" and sample.labels["pool"] == "math":
+            attempts[sample.labels["server"]] = attempts.get(sample.labels["server"], 0) + sample.value
+    assert {server["name"]: server["requests"] for server in servers} == {
+        name: attempts.get(name, 0) for name in (server["name"] for server in servers)
+    }
+    answered = sum(
+        sample.value
+        for sample in samples
+        if sample.name == "offload_http_requests_total" and sample.labels["route"].startswith("/square/")
+    )
+    assert answered == squares
 
 
 def test_demo_replays_the_experiment_and_prints_the_table() -> None:
@@ -78,10 +97,20 @@ async def test_demo_serve_answers_curl_and_stops_on_ctrl_c() -> None:
                 break
         output = "".join(lines)
         assert "gateway ready" in output, output
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/square/20") as response:
-            body = await response.json()
-        assert body["data"] == "400.0"
-        assert set(body) == {"data", "server", "status_code", "throughput", "time"}
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/square/20") as response:
+                body = await response.json()
+            assert body["data"] == "400.0"
+            assert set(body) == {"data", "server", "status_code", "throughput", "time"}
+            for number in range(40):
+                async with session.get(f"{base}/square/{number}") as response:
+                    assert response.status == 200
+            async with session.get(f"{base}/servers") as response:
+                servers = (await response.json())["pools"]["math"]["servers"]
+            async with session.get(f"{base}/metrics") as response:
+                metrics = await response.text()
+        assert_metrics_agree_with_servers(metrics, servers, squares=41)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert not any(is_running(pid) for pid in child_pids(output))

@@ -487,12 +487,20 @@ class FuzzRun:
         return "\n".join(lines)
 
 
+# The gateway's pages and their files, and the Prometheus text format: not JSON when they succeed
+# (their error answers still are).
+NOT_JSON_WHEN_OK = frozenset({"/dashboard", "/dashboard/dashboard.js", "/dashboard/dashboard.css", "/metrics", "/docs"})
+
+
 def answer_problem(request: FuzzRequest, status: int, body: bytes) -> str | None:
     """What is wrong with an answer, or None: below 500, JSON, and empty for HEAD and 204."""
     if status >= 500:
         return f"HTTP {status}: {body[:300]!r}"
     if request.method == "HEAD" or status in (204, 304):
         return None if not body else f"HTTP {status} with a body: {body[:100]!r}"
+    path = request.target.split("?", 1)[0].rstrip("/")
+    if status < 400 and (request.route.partition(" ")[2] in NOT_JSON_WHEN_OK or path in NOT_JSON_WHEN_OK):
+        return None
     try:
         json.loads(body.decode("utf-8"), parse_constant=reject_constant)
     except ValueError:

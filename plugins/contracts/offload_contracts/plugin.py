@@ -67,6 +67,76 @@ MIN_CALL_GAS_CAP = 21_000
 MAX_BODY_LIMIT = 1 << 30
 
 
+# How the routes are described in the gateway's /openapi.json (plain dicts: see offload.openapi.spec).
+# A string answer is the standard shape for its status: the envelope below 400, the JSON error from 400 up.
+SERVER_QUERY = {
+    "in": "query",
+    "name": "server",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Send to this node of the pool (its name or address) instead of the one the policy picks.",
+}
+ARG_QUERY = {
+    "in": "query",
+    "name": "arg",
+    "required": False,
+    "schema": {"type": "array", "items": {"type": "string"}},
+    "style": "form",
+    "explode": True,
+    "description": "One positional argument per arg=, in the method's order (or one JSON array holding them all).",
+}
+IDEMPOTENCY_HEADER = {
+    "in": "header",
+    "name": HEADER,
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Writes only: a retry with the same key gets the first request's answer, not a second transaction.",
+}
+# A route that decides per request whether it writes: a write needs the operator's token.
+WRITE_SECURITY = [{}, {"operatorToken": []}]
+WRITE_ERRORS = {
+    "401": "a write without the operator's token ('Authorization: Bearer <token>')",
+    "403": "a write while no operator token is configured, host not allowed, or a cross-site request",
+    "415": "a write sent with a form or text content type: send application/json",
+    "409": "the Idempotency-Key's first request is still running",
+    "422": "the Idempotency-Key was used for another request, or the node refused the transaction",
+}
+PENDING = "a write handed to a node whose outcome is not known yet: data.status_url says where to ask"
+UNKNOWN_CONTRACT = "unknown contract or method"
+_JSON_RPC_RESPONSE = {
+    "type": "object",
+    "required": ["jsonrpc", "id"],
+    "properties": {
+        "jsonrpc": {"const": "2.0"},
+        "id": {"type": ["string", "integer", "null"]},
+        "result": {},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
+        },
+    },
+}
+_JSON_RPC_ANSWER = {"oneOf": [_JSON_RPC_RESPONSE, {"type": "array", "items": _JSON_RPC_RESPONSE}]}
+# /rpc answers its own refusals as JSON-RPC errors; the gateway's guard (host, size) answers its JSON error.
+_RPC_ERROR = {"oneOf": [_JSON_RPC_RESPONSE, {"$ref": "#/components/schemas/Error"}]}
+
+
+def rpc_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An answer of ``POST /rpc`` (JSON-RPC 2.0 objects)."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def listing(description: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    """A ``{"data": ..., "status_code": 200}`` answer with more ``properties``."""
+    schema = {
+        "type": "object",
+        "required": sorted({"data", "status_code", *properties}),
+        "properties": {"status_code": {"type": "integer"}, **properties},
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 @hookimpl
 def offload_default_settings() -> dict[str, Any]:
     return {
@@ -222,6 +292,7 @@ class ContractRoutes:
             max_tracked=self.limits.outcome_max_tracked,
             # Looked up per write: with several workers the shared state is attached only once they start.
             nonce_leases=lambda account, hold_s: plugin.state.nonce_lease(account, hold_s),
+            count_event=plugin.count_event,
         )
         # One store for every write route: a key used on one route and then another is a mismatch (422).
         store: IdempotencyStore[Any] = IdempotencyStore(
@@ -364,6 +435,7 @@ class ContractRoutes:
         return response.json({"data": [spec.describe() for spec in self.contracts.values()], "status_code": 200})
 
     async def list_servers(self, request: Request) -> HTTPResponse:
+        """The pool's nodes: their addresses, and each one's live facts (latency, height, health)."""
         pool = self.plugin.pool()
         return response.json({"data": pool.addresses(), "servers": pool.describe()["servers"], "status_code": 200})
 
@@ -471,6 +543,139 @@ class ContractRoutes:
         if reply.payload is None:
             return response.empty(status=reply.status, headers=headers)
         return response.json(reply.payload, status=reply.status, headers=headers or None)
+
+
+# The routes' entries in the gateway's /openapi.json (see the constants at the top).
+ContractRoutes.ping.openapi = {  # type: ignore[attr-defined]
+    "parameters": [SERVER_QUERY],
+    "responses": {"200": "data: client_version, chain_id, block_number", "400": "a server not in the pool"},
+}
+ContractRoutes.list_contracts.openapi = {  # type: ignore[attr-defined]
+    "responses": {"200": listing("The configured contracts.", data={"type": "array", "items": {"type": "object"}})}
+}
+ContractRoutes.list_servers.openapi = {  # type: ignore[attr-defined]
+    "responses": {
+        "200": listing(
+            "The pool's nodes.",
+            data={"type": "array", "items": {"type": "string"}},
+            servers={"type": "array", "items": {"type": "object"}},
+        )
+    }
+}
+ContractRoutes.exec_contract.openapi = {  # type: ignore[attr-defined]
+    "description": "A view answers its result in data. A transaction over GET is refused (405) unless "
+    "allow_get_transactions is on, and then needs the operator's token.",
+    "parameters": [
+        {"in": "query", "name": "contractID", "required": True, "schema": {"type": "string"}},
+        {"in": "query", "name": "operation", "required": True, "schema": {"type": "string"}},
+        ARG_QUERY,
+        {
+            "in": "query",
+            "name": "requestID",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Echoed in the answer's requestID.",
+        },
+        SERVER_QUERY,
+        IDEMPOTENCY_HEADER,
+    ],
+    "security": WRITE_SECURITY,
+    "responses": {
+        "200": "the method's result in data (and requestID if one was sent)",
+        "202": PENDING,
+        "400": "missing contractID or operation, or arguments that do not fit the method",
+        "404": UNKNOWN_CONTRACT,
+        "405": "a transaction over GET while allow_get_transactions is off: POST it",
+        **WRITE_ERRORS,
+    },
+}
+ContractRoutes.hello.openapi = {  # type: ignore[attr-defined]
+    "responses": {"200": "the greeting in data", "404": "no Hello contract is configured"}
+}
+ContractRoutes.rest_view.openapi = {  # type: ignore[attr-defined]
+    "description": "Arguments by name (?amount=3) or by position (arg=...); a transaction is refused (405).",
+    "parameters": [ARG_QUERY, SERVER_QUERY],
+    "responses": {
+        "200": "the view's result in data",
+        "400": "arguments that do not fit the method",
+        "404": UNKNOWN_CONTRACT,
+        "405": "the method changes state: POST it with the operator's token",
+    },
+}
+ContractRoutes.rest_call.openapi = {  # type: ignore[attr-defined]
+    "description": "A view is open to every local caller; a transaction needs the operator's token and "
+    "answers its receipt (or 202 with where to ask while its outcome is not known).",
+    "parameters": [SERVER_QUERY, IDEMPOTENCY_HEADER],
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "description": '{"args": [...]} and/or arguments by name'},
+                        {"type": "array", "description": "the arguments by position"},
+                    ]
+                }
+            }
+        },
+    },
+    "security": WRITE_SECURITY,
+    "responses": {
+        "200": "the view's result, or the transaction's receipt, in data",
+        "202": PENDING,
+        "400": "a body that is not JSON, or arguments that do not fit the method",
+        "404": UNKNOWN_CONTRACT,
+        **WRITE_ERRORS,
+    },
+}
+ContractRoutes.tx_outcome.openapi = {  # type: ignore[attr-defined]
+    "parameters": [
+        {
+            "in": "path",
+            "name": "tx_hash",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"},
+        }
+    ],
+    "responses": {"200": "data: state, looking, and the receipt's summary once mined", "400": "not a hash"},
+}
+ContractRoutes.rpc.openapi = {  # type: ignore[attr-defined]
+    "parameters": [IDEMPOTENCY_HEADER],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "description": "one JSON-RPC 2.0 request"},
+                        {"type": "array", "description": "a batch of JSON-RPC 2.0 requests"},
+                    ]
+                }
+            }
+        },
+    },
+    "security": WRITE_SECURITY,
+    "responses": {
+        "200": rpc_answer("The JSON-RPC answer (a result or a JSON-RPC error), or the batch's.", _JSON_RPC_ANSWER),
+        "202": rpc_answer("A raw transaction handed to a node whose outcome is not known yet.", _JSON_RPC_ANSWER),
+        "204": {"description": "Only notifications: no answer."},
+        **{
+            status: rpc_answer(description, _RPC_ERROR)
+            for status, description in {
+                "400": "not JSON, an invalid request, an empty or too large batch",
+                "401": WRITE_ERRORS["401"],
+                "403": WRITE_ERRORS["403"],
+                "409": WRITE_ERRORS["409"],
+                "413": "the body is larger than rpc_max_body_bytes",
+                "415": WRITE_ERRORS["415"],
+                "422": WRITE_ERRORS["422"],
+                "502": "the node failed or could not be reached",
+                "503": "no node of the pool is available",
+                "504": "the node did not answer in time",
+            }.items()
+        },
+    },
+}
 
 
 @hookimpl

@@ -213,6 +213,7 @@ class ContractService:
         max_tracked: int = DEFAULT_MAX_TRACKED,
         nonce_leases: Callable[[str, float], AbstractAsyncContextManager[NonceLease]],
         nonce_lease_s: float = DEFAULT_NONCE_LEASE_S,
+        count_event: Callable[[str, str], None] = lambda event, outcome: None,
     ) -> None:
         self.sender = sender
         self.contracts = contracts
@@ -228,6 +229,8 @@ class ContractService:
         # One nonce sequence per account for every process of the gateway (the state backend's leases).
         self.nonce_leases = nonce_leases
         self.nonce_lease_s = nonce_lease_s
+        # Transactions' outcomes in GET /metrics (PluginContext.count_event): fixed names only.
+        self.count_event = count_event
         self.outcomes = OutcomeTracker(
             sender, self.summary_from, status_prefix=status_prefix, lookup_s=lookup_s, max_tracked=max_tracked
         )
@@ -346,6 +349,7 @@ class ContractService:
         except (OffloadError, Web3Exception, ValueError, TypeError, KeyError) as exc:
             # A node's answer the gateway cannot read is not a reason to lose the transaction's hash.
             url = self.outcomes.status_url(handed.tx_hash)
+            self.count_event("receipt", "unreadable")
             raise handed.unknown(202, url, f"its receipt could not be read: {exc}") from None
         finally:
             if summary is None:
@@ -353,7 +357,9 @@ class ContractService:
                 self.outcomes.watch(handed.tx_hash, TxState.PENDING, server=handed.server, context=context)
         if summary is None:
             url = self.outcomes.status_url(handed.tx_hash)
+            self.count_event("receipt", "timeout")
             raise handed.unknown(504, url, f"no receipt within {self.receipt_timeout_s:g} s")
+        self.count_event("receipt", "succeeded" if summary["status"] == 1 else "reverted")
         self.outcomes.resolved(handed.tx_hash, summary, None)
         return await self.checked(summary, context)
 
@@ -486,7 +492,15 @@ class ContractService:
         except asyncio.CancelledError:
             # The caller went away mid-send: a node may have it all the same.
             self.outcomes.watch(tx_hash, TxState.UNKNOWN, context=context)
+            self.count_event("transaction", "unknown")
             raise
+        except TransactionRefused:
+            self.count_event("transaction", "refused")
+            raise
+        except OffloadError:
+            self.count_event("transaction", "not_sent")  # provably reached no node
+            raise
+        self.count_event("transaction", "accepted" if handed.confirmed else "unknown")
         if not handed.confirmed:
             self.outcomes.watch(tx_hash, TxState.UNKNOWN, server=handed.server, context=context)
         return handed

@@ -20,6 +20,65 @@ def offload_default_settings() -> dict[str, Any]:
     return {"consider_throughput": True, "expected_throughput": 25}
 
 
+# How the routes are described in the gateway's /openapi.json (plain dicts: see offload.openapi.spec).
+# ?server= picks the server instead of the policy; a name not in the pool is the caller's mistake (400).
+SERVER_QUERY = {
+    "in": "query",
+    "name": "server",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Run on this server of the pool (its name or address) instead of the one the policy picks.",
+}
+BAD_SERVER = "a server not in the pool, or bad input"
+TASK_ERROR = {"$ref": "#/components/schemas/TaskError"}
+_ADDRESSES = {"type": "array", "items": {"type": "string"}}
+ADDRESSES_JSON = {
+    "application/json": {
+        "schema": {"type": "object", "required": ["data"], "properties": {"data": _ADDRESSES}},
+    }
+}
+SERVER_LIST_JSON = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["data", "server", "status_code", "time"],
+            "properties": {
+                "data": _ADDRESSES,
+                "server": {"type": "string"},
+                "status_code": {"type": "integer"},
+                "time": {"type": "number"},
+            },
+        }
+    }
+}
+UPDATE_JSON = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["data", "dropped", "server", "status_code", "time"],
+            "properties": {
+                "data": {**_ADDRESSES, "description": "the addresses kept"},
+                "dropped": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "each address dropped, with why",
+                },
+                "server": {"type": "string"},
+                "status_code": {"type": "integer"},
+                "time": {"type": "number"},
+            },
+        }
+    }
+}
+
+
+def task_doc(answer: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    """The ``openapi`` attribute of a route that runs one task and answers the envelope."""
+    # The edge's own refusal of a task comes back in the envelope with its status, like its answers.
+    refused = {"description": BAD_SERVER, "content": {"application/json": {"schema": TASK_ERROR}}}
+    return {"parameters": [*parameters, SERVER_QUERY], "responses": {"200": answer, "400": refused}}
+
+
 # (route, parameter, largest accepted value, what it computes): CPU-bound tasks worth offloading.
 CPU_TASKS = (
     ("nthprime", "n", NTH_PRIME_MAX, "The n-th prime."),
@@ -42,6 +101,16 @@ def add_cpu_task(
         return await run(request, f"/tasks/{route}/{bounded_int(param, value, maximum)}")
 
     handler.__doc__ = doc
+    handler.openapi = task_doc(  # type: ignore[attr-defined]
+        "the result, computed by the chosen server",
+        {
+            "in": "path",
+            "name": "value",
+            "required": True,
+            "description": f"{param}, from 1 to {maximum}",
+            "schema": {"type": "integer", "minimum": 1, "maximum": maximum},
+        },
+    )
     blueprint.add_route(handler, f"/{route}/<value>", methods=["GET"], name=f"task_{route}", ctx_access=READ)
 
 
@@ -67,15 +136,27 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
             405, "updateservers changes the server pool: POST it with 'Authorization: Bearer <operator token>'"
         )
 
+    update_servers_by_get.openapi = {  # type: ignore[attr-defined]
+        "deprecated": True,
+        "responses": {"405": "always: POST /updateservers with the operator's token"},
+    }
+
     @blueprint.get("/", ctx_access=READ)
     async def hello(request: Request) -> HTTPResponse:
         """Hello world from the chosen server (its /hello)."""
         return await run(request, "/hello")
 
+    hello.openapi = task_doc("the server's greeting")  # type: ignore[attr-defined]
+
     @blueprint.get("/square/<num>", ctx_access=READ)
     async def square(request: Request, num: str) -> HTTPResponse:
         """``num`` squared on the chosen server: 20 -> "400.0"."""
         return await run(request, f"/offloading/{finite_number('num', num)}")
+
+    square.openapi = task_doc(  # type: ignore[attr-defined]
+        'the square as a string, e.g. "400.0"',
+        {"in": "path", "name": "num", "required": True, "description": "a finite number", "schema": {"type": "number"}},
+    )
 
     for route, param, maximum, doc in CPU_TASKS:
         add_cpu_task(blueprint, run, route, param, maximum, doc)
@@ -93,10 +174,19 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
         addresses, server, elapsed = await fetch_remote_list(request)
         return response.json({"data": addresses, "server": server, "status_code": 200, "time": elapsed})
 
+    get_server_lists.openapi = {  # type: ignore[attr-defined]
+        "parameters": [SERVER_QUERY],
+        "responses": {"200": {"description": "The addresses the edge advertises.", "content": SERVER_LIST_JSON}},
+    }
+
     @blueprint.get("/listservers", ctx_access=READ)
     async def list_servers(request: Request) -> HTTPResponse:
         """Addresses of the servers currently in the pool."""
         return response.json({"data": plugin.pool().addresses()})
+
+    list_servers.openapi = {  # type: ignore[attr-defined]
+        "responses": {"200": {"description": "The pool's addresses.", "content": ADDRESSES_JSON}}
+    }
 
     @blueprint.post("/updateservers", ctx_access=OPERATOR)
     async def update_servers(request: Request) -> HTTPResponse:
@@ -110,5 +200,10 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
         return response.json(
             {"data": update.kept, "dropped": update.dropped, "server": server, "status_code": 200, "time": elapsed}
         )
+
+    update_servers.openapi = {  # type: ignore[attr-defined]
+        "parameters": [SERVER_QUERY],
+        "responses": {"200": {"description": "The servers kept and dropped.", "content": UPDATE_JSON}},
+    }
 
     return blueprint
