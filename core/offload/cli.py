@@ -159,6 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             from sanic.worker.loader import AppLoader
 
+            from .main_signals import stop_off_the_signal_handler
             from .metrics.multiproc import metrics_directory, remove_at_main_process_stop
 
             # Every worker writes its metrics where each can sum them: set before any worker starts.
@@ -167,6 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 app = loader.load()
                 app.prepare(host=host, port=port, workers=args.workers, **options)
                 remove_at_main_process_stop(app, metrics_dir)
+                stop_off_the_signal_handler(app)
                 Sanic.serve(primary=app, app_loader=loader)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -52,3 +59,55 @@ async def test_workers_share_one_throughput_window(edge: EdgeFactory, tmp_path: 
     # expected_throughput 5 for the device as a whole: 6 local runs (<= 5 lets the 6th in), not 6 per worker.
     assert servers.count("local") == 6
     assert servers.count("remote") == 24
+
+
+def test_workers_stop_on_sigterm_or_sigint_every_time_even_while_starting(tmp_path: Path) -> None:
+    """Sanic's main process could hang on a stop signal (a proxy call interrupted by the handler's own, or a
+    worker stopped before it acknowledged its start): now every stop ends the process and cleans up."""
+    config = tmp_path / "plugins.toml"
+    config.write_text('[plugins.math]\nservers = [{ name = "remote", url = "http://127.0.0.1:9" }]\n')
+    temp = tmp_path / "temp"  # where the metrics directory goes
+    temp.mkdir()
+    pid_file = tmp_path / "gateway.pid"
+    for attempt in range(8):
+        sock = bind_loopback()
+        port = sock.getsockname()[1]
+        sock.close()
+        argv = [sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port),
+                "--workers", "2", "--pid-file", str(pid_file)]  # fmt: skip
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TMPDIR": str(temp)},
+            start_new_session=True,
+        )
+        try:
+            # Half the stops come as soon as one worker answers (the other may still be starting), half later.
+            wanted = 1 if attempt % 2 == 0 else 2
+            assert answering_workers(port, wanted, deadline_s=60) == wanted
+            process.send_signal(signal.SIGTERM if attempt % 4 < 2 else signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=15)
+            assert process.returncode == 0, f"stop {attempt + 1} did not end the gateway"
+            assert "Traceback" not in process.communicate()[1]
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        assert not pid_file.exists()
+        assert list(temp.iterdir()) == [], "the metrics directory went with the gateway"
+
+
+def answering_workers(port: int, wanted: int, deadline_s: float) -> int:
+    """How many distinct workers answered ``GET /health`` (a new connection each) until ``wanted`` did."""
+    workers: set[int] = set()
+    deadline = time.monotonic() + deadline_s
+    while len(workers) < wanted and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                workers.add(json.loads(reply.read())["worker_pid"])
+        except OSError:
+            time.sleep(0.02)  # not listening yet: poll again (bounded by the deadline)
+    return len(workers)
