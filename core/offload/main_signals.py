@@ -14,15 +14,16 @@ killed (measured: about one SIGTERM in five):
   acknowledgement for ever (it keeps re-reading its own stop message).
 
 So the manager's own handler runs on a thread of its own (proxies keep one
-connection per thread: nothing is shared), and only once every worker has
-started (bounded by :data:`STARTUP_WAIT_S`).
+connection per thread: nothing is shared), and only once the manager has seen
+every worker start, that is once its ``wait_for_ack`` has returned (bounded by
+:data:`STARTUP_WAIT_S`): stopping after the acknowledgements are recorded but
+before the manager has read them still left it waiting.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-import time
 from typing import Any
 
 from sanic import Sanic
@@ -33,12 +34,23 @@ STARTUP_WAIT_S = 30.0
 
 
 class MainProcessStopper:
-    """Passes SIGTERM/SIGINT to Sanic's worker manager from a thread, after the workers have started."""
+    """Passes SIGTERM/SIGINT to Sanic's worker manager from a thread, once the manager has seen the workers start."""
 
     def __init__(self, manager: Any) -> None:
         self.manager = manager
+        self.started = threading.Event()
         self._lock = threading.Lock()
         self._pending = False
+        wait_for_ack = manager.wait_for_ack
+
+        def wait_then_tell() -> None:
+            try:
+                wait_for_ack()
+            finally:
+                self.started.set()
+
+        # The manager's monitor loop calls this first; the instance attribute wraps Sanic's method.
+        manager.wait_for_ack = wait_then_tell
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """The signal handler: start the stop off the main thread (a stop already waiting absorbs repeats)."""
@@ -49,10 +61,7 @@ class MainProcessStopper:
         threading.Thread(target=self._stop, args=(signum,), name="offload-shutdown", daemon=True).start()
 
     def _stop(self, signum: int) -> None:
-        deadline = time.monotonic() + STARTUP_WAIT_S
-        # Sanic's own check of the workers' acknowledgements (read over this thread's connection).
-        while not self.manager._all_workers_ack() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.started.wait(STARTUP_WAIT_S)
         with self._lock:
             # From here a further signal is Sanic's "stop interrupted: kill", as without us.
             self._pending = False

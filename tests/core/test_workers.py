@@ -69,7 +69,7 @@ def test_workers_stop_on_sigterm_or_sigint_every_time_even_while_starting(tmp_pa
     temp = tmp_path / "temp"  # where the metrics directory goes
     temp.mkdir()
     pid_file = tmp_path / "gateway.pid"
-    for attempt in range(8):
+    for attempt in range(10):
         sock = bind_loopback()
         port = sock.getsockname()[1]
         sock.close()
