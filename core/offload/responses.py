@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from sanic import Request, response
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.helpers import json_dumps
 from sanic.response import HTTPResponse
@@ -30,6 +30,10 @@ def envelope_response(result: OffloadResult) -> HTTPResponse:
         headers={SERVER_HEADER: result.server},
         content_type="application/json",
     )
+
+
+# nginx's status for "the caller went away before the answer" (only ever logged and counted).
+CALLER_GONE = 499
 
 
 def error_response(status: int, message: str, **extra: Any) -> HTTPResponse:
@@ -59,6 +63,9 @@ class JsonErrorHandler(ErrorHandler):
             if exception.server:
                 headers[SERVER_HEADER] = exception.server
             return response.json(exception.to_json(), status=exception.status, headers=headers or None)
+        if isinstance(exception, RequestCancelled):
+            # The caller closed the connection before its answer: nobody reads this, and nothing failed here.
+            return error_response(CALLER_GONE, "the caller closed the connection")
         if isinstance(exception, SanicException):
             status = exception.status_code
             message = str(exception) or exception.message or "request failed"
