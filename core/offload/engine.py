@@ -21,7 +21,7 @@ from .decisions import DecisionLog
 from .errors import OffloadError
 from .health import Prober, ProbeResult, fetch_server_list
 from .membership import PoolUpdate, merge_advertised
-from .metrics import NO_METRICS, EngineMetrics
+from .metrics import NO_METRICS, EngineMetrics, PoolEvent
 from .monitor import HealthMonitor
 from .policies import BUILTIN_POLICIES, PolicyFactory
 from .registry import Pool, Registry, Server
@@ -299,8 +299,7 @@ class Engine:
         choice = self._choose(pool, server, tried, local_admitted=local_admitted, may_trial=flexible)
         while True:
             if choice.fail_open:
-                runtime.counters.fail_open += 1
-                self.metrics.count(pool_name, "fail_open")
+                self._record_event(pool_name, runtime, "fail_open")
             try:
                 answer = await self._attempt(pool, choice, task, deadline, tried, flexible)
                 break
@@ -314,8 +313,7 @@ class Engine:
                     self.decisions.failed(pool, choice, error, failure.server, server, tried, exclude, started)
                     raise error from None
                 retries_left -= 1
-                runtime.counters.retries += 1
-                self.metrics.count(pool_name, "retries")
+                self._record_event(pool_name, runtime, "retries")
                 choice = next_choice
         self.decisions.answered(pool, choice, answer.server, answer.status, server, tried, exclude, started)
         return OffloadResult(
@@ -373,8 +371,7 @@ class Engine:
                 except OffloadError:
                     second = None
                 if second is not None and not second.fail_open:
-                    runtime.counters.hedges += 1
-                    self.metrics.count(pool.name, "hedges")
+                    self._record_event(pool.name, runtime, "hedges")
                     hedge = self._send(pool, second.server, task, deadline, movable=True)
                     contenders[asyncio.ensure_future(hedge)] = second.server
             pending = set(contenders)
@@ -385,8 +382,7 @@ class Engine:
                     error = future.exception()
                     if error is None:
                         if contenders[future] is not choice.server:
-                            runtime.counters.hedges_won += 1
-                            self.metrics.count(pool.name, "hedges_won")
+                            self._record_event(pool.name, runtime, "hedges_won")
                         return future.result()
                     if not isinstance(error, AttemptFailed):
                         raise error
@@ -417,6 +413,11 @@ class Engine:
             attempt.answered(answer.elapsed_s)
         runtime.latencies.add(answer.elapsed_s)
         return answer
+
+    def _record_event(self, pool_name: str, runtime: PoolRuntime, event: PoolEvent) -> None:
+        """One more ``event`` of the pool: in its counters (``GET /servers``) and its metrics (``GET /metrics``)."""
+        setattr(runtime.counters, event, getattr(runtime.counters, event) + 1)
+        self.metrics.count(pool_name, event)
 
     def hedge_delay(self, pool: Pool) -> float:
         """Seconds to wait before hedging: configured, or the pool's observed p95."""
