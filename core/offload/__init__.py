@@ -23,6 +23,10 @@ Running tasks and answering:
 * ``OffloadResult``: a task's answer and how it was obtained.
 * ``envelope_response``: an ``OffloadResult`` as the gateway's JSON response.
 * ``SERVER_HEADER``: the response header naming the server that answered (``X-Offload-Server``).
+* ``CACHE_HEADER``: the response header saying how a cacheable answer was obtained (``X-Offload-Cache``:
+  ``hit``, ``coalesced`` or ``miss``).
+* ``ReadCache``: a pool's read cache with request coalescing (``PluginContext.read_cache()``).
+* ``Fresh``: what a ``ReadCache.load`` producer returns: the answer, and what of it to keep for how long.
 * ``load_json``: ``json.loads`` for untrusted bytes or text: standard JSON only, nesting depth-checked
   first (a ``ValueError`` for anything else); see ``offload.safe_json.loads``.
 
@@ -58,13 +62,14 @@ from typing import TYPE_CHECKING, Any
 from .context import PluginContext
 from .errors import ConfigError, OffloadError
 from .hookspecs import hookimpl
-from .responses import SERVER_HEADER, envelope_response
+from .responses import CACHE_HEADER, SERVER_HEADER, envelope_response
 from .safe_json import loads as load_json
 from .security import OPERATOR, READ, require_operator
 from .tasks import OffloadResult, Task
 
 if TYPE_CHECKING:
     from .app import create_app
+    from .cache import Fresh, ReadCache
     from .health import ProbeResult, describe_exception, parse_server_list
     from .policies import Policy
     from .pool_config import PoolConfig
@@ -73,10 +78,12 @@ if TYPE_CHECKING:
     from .state import NonceLease, StateBackend, StateUnavailable
 
 __all__ = [
+    "CACHE_HEADER",
     "OPERATOR",
     "READ",
     "SERVER_HEADER",
     "ConfigError",
+    "Fresh",
     "NonceLease",
     "OffloadError",
     "OffloadResult",
@@ -85,6 +92,7 @@ __all__ = [
     "Policy",
     "PoolConfig",
     "ProbeResult",
+    "ReadCache",
     "Server",
     "StateBackend",
     "StateUnavailable",
@@ -102,6 +110,8 @@ __version__ = "0.1.0"
 
 # Public names imported on first access (PEP 562): their modules pull in aiohttp or the engine.
 _LAZY: dict[str, str] = {
+    "Fresh": ".cache",
+    "ReadCache": ".cache",
     "OptionReader": ".settings",
     "Policy": ".policies",
     "PoolConfig": ".pool_config",

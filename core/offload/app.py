@@ -246,6 +246,8 @@ def add_builtin_routes(app: Sanic, claims: RouteClaims) -> None:
             description["throughput"] = await engine.throughput_now(name)
             description["counters"] = engine.counters(name)
             description["recent_decisions"] = engine.decisions.recent(name)  # newest first, bounded
+            if name in engine.caches:
+                description["cache"] = engine.caches[name].status()
         return response.json(
             {
                 "pools": pools,

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from .cache import ReadCache
     from .engine import Engine, OffloadResult, PoolUpdate, Task
     from .registry import Pool
     from .state import StateBackend
@@ -78,6 +79,18 @@ class PluginContext:
     def throughput(self, pool: str | None = None) -> int:
         """Requests the (default) pool ran locally in its current window."""
         return self.require_engine().throughput(pool or self.default_pool)
+
+    def read_cache(self, pool: str | None = None) -> ReadCache:
+        """The (default) pool's read cache, shared by every plugin task and read of that pool.
+
+        ``load(key, produce, decode)`` answers from memory, then from the shared
+        store (with ``--workers`` or replicas), then by running ``produce`` once
+        for all identical concurrent callers; ``produce`` returns a
+        :class:`~offload.Fresh` saying what to keep and for how long. Tasks
+        with ``cache_ttl_s`` use it by themselves. Its counts appear in
+        ``GET /servers`` (the pool's ``cache``) and ``GET /metrics``.
+        """
+        return self.require_engine().read_cache(pool or self.default_pool)
 
     def count_event(self, event: str, outcome: str) -> None:
         """Count one ``event`` that ended in ``outcome`` in ``GET /metrics`` (``offload_plugin_events_total``).

@@ -17,6 +17,8 @@ import aiohttp
 
 from .advertised import AddressAllowlist
 from .balancer import PoolRuntime
+from .cache import Fresh, ReadCache
+from .cache.task_cache import cacheable, decode_result, encode_result, task_key
 from .decisions import DecisionLog
 from .errors import OffloadError
 from .health import Prober, ProbeResult, fetch_server_list
@@ -86,6 +88,8 @@ class Engine:
         # Where the engine reports what it does (GET /metrics); the app installs real metrics.
         self.metrics: EngineMetrics = NO_METRICS
         self.decisions = DecisionLog()  # the last few decisions per pool (GET /servers, /dashboard)
+        # Read caches by pool, made when a plugin first asks for one (PluginContext.read_cache).
+        self.caches: dict[str, ReadCache] = {}
         # Idle upstream connections do not outlive their keep-alive time (nor their server's removal).
         self.monitor = HealthMonitor(
             registry,
@@ -127,6 +131,22 @@ class Engine:
         """Share state through ``state`` instead (before :meth:`start`; the engine closes it)."""
         self.state = state
         self.health_sharing.state = state
+        for cache in self.caches.values():
+            cache.state = state
+
+    def read_cache(self, pool_name: str) -> ReadCache:
+        """``pool_name``'s read cache (made on first use, bounded by ``[gateway] cache_max_*``)."""
+        cache = self.caches.get(pool_name)
+        if cache is None:
+            self.registry.pool(pool_name)  # a KeyError for a pool that does not exist
+            cache = self.caches[pool_name] = ReadCache(
+                pool_name,
+                max_entries=self.gateway.cache_max_entries,
+                max_bytes=self.gateway.cache_max_bytes,
+                state=self.state,
+                on_outcome=lambda outcome: self.metrics.cache(pool_name, outcome),
+            )
+        return cache
 
     def window_key(self, pool_name: str) -> str:
         """The name of the pool's local-throughput window in the shared state (one per device and pool)."""
@@ -285,8 +305,33 @@ class Engine:
 
         An idempotent task whose server fails is retried on another server within
         the task's deadline and the pool's retry budget; with hedging on, a slow
-        answer is raced by a second server.
+        answer is raced by a second server. A cacheable task (``task.cache_ttl_s``)
+        may be answered from the pool's read cache, or by an identical task in flight.
         """
+        if task.cache_ttl_s is not None and cacheable(task, exclude):
+            return await self._offload_cached(pool_name, task, server)
+        return await self._offload(pool_name, task, server, exclude)
+
+    async def _offload_cached(self, pool_name: str, task: Task, server: str | None) -> OffloadResult:
+        started = time.perf_counter()
+        ttl_s: float = task.cache_ttl_s  # type: ignore[assignment]
+
+        async def produce() -> Fresh[OffloadResult]:
+            result = await self._offload(pool_name, task, server, ())
+            if result.status_code != 200:
+                return Fresh(result)
+            return Fresh(result, encode_result(result), ttl_s)
+
+        def decode(kept: bytes) -> OffloadResult:
+            return decode_result(kept, self.throughput(pool_name), time.perf_counter() - started)
+
+        result, outcome = await self.read_cache(pool_name).load(task_key(task, server), produce, decode)
+        if outcome == "hit":
+            return result
+        elapsed = result.time if outcome == "miss" else time.perf_counter() - started
+        return OffloadResult(result.data, result.server, result.status_code, result.throughput, elapsed, outcome)
+
+    async def _offload(self, pool_name: str, task: Task, server: str | None, exclude: Collection[str]) -> OffloadResult:
         started = time.perf_counter()
         pool = self.registry.pool(pool_name)
         runtime = self.runtime[pool_name]

@@ -58,6 +58,10 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
     "state_required": True,
     "device": "default",
     "replica": "",
+    # Each caching pool's read cache in this process (see offload.cache): at most this many
+    # entries and bytes; with a shared state the entries are shared too.
+    "cache_max_entries": 10_000,
+    "cache_max_bytes": 67_108_864,
 }
 # The clients tasks can be sent with (see offload.transports).
 UPSTREAM_CLIENTS = ("native", "aiohttp")
@@ -100,6 +104,9 @@ class GatewaySettings:
     device: str = GATEWAY_DEFAULTS["device"]
     # This process's name in shared health verdicts ("" = hostname/pid).
     replica: str = GATEWAY_DEFAULTS["replica"]
+    # Bounds of each caching pool's read cache in one process.
+    cache_max_entries: int = GATEWAY_DEFAULTS["cache_max_entries"]
+    cache_max_bytes: int = GATEWAY_DEFAULTS["cache_max_bytes"]
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,8 @@ def parse_gateway(table: Mapping[str, Any], where: str = "[gateway]") -> Gateway
         state_required=reader.boolean("state_required"),
         device=reader.name("device"),
         replica=reader.name("replica", allow_empty=True),
+        cache_max_entries=reader.integer("cache_max_entries", 1, 10_000_000),
+        cache_max_bytes=reader.integer("cache_max_bytes", 1024, 1 << 34),
     )
 
 

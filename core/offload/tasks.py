@@ -20,6 +20,10 @@ class Task:
     # Safe to send again, or twice at once, elsewhere: enables retries and hedging.
     idempotent: bool = True
     timeout_s: float | None = None  # the whole request's deadline, retries included
+    # Seconds a 200 answer may be served again to an identical task (None: never). Only for tasks
+    # whose answer depends on nothing but the task itself (a pure function); identical tasks in
+    # flight at the same time are then also sent once (coalesced). See PluginContext.read_cache.
+    cache_ttl_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class OffloadResult:
     status_code: int
     throughput: int
     time: float
+    # For a cacheable task: "hit" (kept answer), "coalesced" (an identical task's) or "miss"; else None.
+    cache: str | None = None
 
     def envelope(self) -> dict[str, Any]:
         """The gateway's answer: ``{"data", "server", "status_code", "throughput", "time"}``."""

@@ -29,6 +29,9 @@ ROOT = Path(__file__).parents[2]
 PLUGIN_DIRS = (ROOT / "plugins", ROOT / "tests" / "plugins")
 
 EXPECTED_PUBLIC_NAMES = {
+    "CACHE_HEADER",
+    "Fresh",
+    "ReadCache",
     "OPERATOR",
     "READ",
     "SERVER_HEADER",

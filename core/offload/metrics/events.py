@@ -54,6 +54,9 @@ class EngineMetrics(Protocol):
     def plugin_event(self, plugin: str, event: str, outcome: str) -> None:
         """A plugin counted one ``event`` ending in ``outcome`` (see ``PluginContext.count_event``)."""
 
+    def cache(self, pool: str, outcome: str) -> None:
+        """One answer of ``pool``'s read cache obtained as ``outcome`` (hit, coalesced, miss)."""
+
 
 class _NoAttempt:
     """An attempt record that records nothing (one shared instance: no allocation per attempt)."""
@@ -87,6 +90,9 @@ class NoMetrics:
         return None
 
     def plugin_event(self, plugin: str, event: str, outcome: str) -> None:
+        return None
+
+    def cache(self, pool: str, outcome: str) -> None:
         return None
 
 

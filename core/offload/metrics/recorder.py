@@ -183,6 +183,13 @@ class GatewayMetrics:
             ["plugin", "event", "outcome"],
             registry=registry,
         )
+        self.cache_answers = Counter(
+            "offload_cache_answers",
+            "Answers of cacheable reads and tasks, by pool and how they were obtained "
+            "(hit: kept answer, coalesced: an identical request's, miss: sent to a server).",
+            ["pool", "outcome"],
+            registry=registry,
+        )
         self._servers: weakref.WeakKeyDictionary[Server, _ServerSeries] = weakref.WeakKeyDictionary()
         self._plugin_series: dict[str, set[tuple[str, str]]] = {}
 
@@ -203,6 +210,10 @@ class GatewayMetrics:
     def probed(self, pool: str, server: Server, ok: bool) -> None:
         """A health probe's result."""
         self.probes.labels(pool, server.name, "ok" if ok else "failed").inc()
+
+    def cache(self, pool: str, outcome: str) -> None:
+        """One answer of ``pool``'s read cache obtained as ``outcome``."""
+        self.cache_answers.labels(pool, outcome).inc()
 
     def plugin_event(self, plugin: str, event: str, outcome: str) -> None:
         """One ``event`` ending in ``outcome``, counted for ``plugin``; odd or too many names become "other"."""

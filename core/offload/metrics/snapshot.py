@@ -71,6 +71,27 @@ class RegistrySnapshot(Collector):
             labels=["pool"],
         )
         window = GaugeMetricFamily("offload_local_throughput_window_seconds", "The window's length.", labels=["pool"])
+        cache_entries = GaugeMetricFamily(
+            "offload_cache_entries", "Entries in the pool's read cache in this process.", labels=["pool"]
+        )
+        cache_bytes = GaugeMetricFamily(
+            "offload_cache_bytes", "Bytes of keys and values in the pool's read cache in this process.", labels=["pool"]
+        )
+        cache_evicted = GaugeMetricFamily(
+            "offload_cache_evicted",
+            "Entries this process's read cache dropped to stay within its bounds, since it started.",
+            labels=["pool"],
+        )
+        cache_invalidations = GaugeMetricFamily(
+            "offload_cache_invalidations",
+            "Times the pool's read cache was emptied at once (e.g. a chain reorganisation), since it started.",
+            labels=["pool"],
+        )
+        for name, cache in engine.caches.items():
+            cache_entries.add_metric([name], len(cache.memory))
+            cache_bytes.add_metric([name], cache.memory.bytes)
+            cache_evicted.add_metric([name], cache.memory.evicted)
+            cache_invalidations.add_metric([name], cache.counts["invalidations"])
         for pool in engine.registry.pools.values():
             name = pool.name
             throughput.add_metric([name], engine.throughput(name))
@@ -89,4 +110,17 @@ class RegistrySnapshot(Collector):
                 if server.height is not None and top is not None:
                     height.add_metric(labels, server.height)
                     lag.add_metric(labels, top - server.height)
-        return [up, probe_ok, circuit, height, lag, throughput, threshold, window]
+        return [
+            up,
+            probe_ok,
+            circuit,
+            height,
+            lag,
+            throughput,
+            threshold,
+            window,
+            cache_entries,
+            cache_bytes,
+            cache_evicted,
+            cache_invalidations,
+        ]

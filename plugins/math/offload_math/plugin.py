@@ -9,7 +9,17 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from offload import OPERATOR, READ, OffloadError, PluginContext, Task, envelope_response, hookimpl, parse_server_list
+from offload import (
+    OPERATOR,
+    READ,
+    OffloadError,
+    OptionReader,
+    PluginContext,
+    Task,
+    envelope_response,
+    hookimpl,
+    parse_server_list,
+)
 
 from .inputs import HASH_CHAIN_MAX, MATMUL_MAX, NTH_PRIME_MAX, bounded_int, finite_number
 
@@ -17,7 +27,22 @@ from .inputs import HASH_CHAIN_MAX, MATMUL_MAX, NTH_PRIME_MAX, bounded_int, fini
 @hookimpl
 def offload_default_settings() -> dict[str, Any]:
     # The original rule (local while <= 25 requests/s), offloading by the default p2c_ewma.
-    return {"consider_throughput": True, "expected_throughput": 25}
+    # cache_ttl_s: how long the answer of a pure task (square and the CPU tasks) may be served
+    # again to the same question; 0 (the default) sends every task, as the original did.
+    return {"consider_throughput": True, "expected_throughput": 25, "cache_ttl_s": 0}
+
+
+# A day: a pure function's answer never changes, the bound only limits how long one is kept.
+MAX_CACHE_TTL_S = 86_400.0
+
+
+def cache_ttl(plugin: PluginContext) -> float | None:
+    """``cache_ttl_s`` checked (0 to a day); None when caching is off."""
+    reader = OptionReader(plugin.where, plugin.options)
+    ttl_s = reader.non_negative_number("cache_ttl_s")
+    if ttl_s > MAX_CACHE_TTL_S:
+        raise reader.fail("cache_ttl_s", f"a number from 0 to {MAX_CACHE_TTL_S:g}")
+    return ttl_s or None
 
 
 # How the routes are described in the gateway's /openapi.json (plain dicts: see offload.openapi.spec).
@@ -89,7 +114,7 @@ CPU_TASKS = (
 
 def add_cpu_task(
     blueprint: Blueprint,
-    run: Callable[[Request, str], Awaitable[HTTPResponse]],
+    run: Callable[..., Awaitable[HTTPResponse]],
     route: str,
     param: str,
     maximum: int,
@@ -98,7 +123,7 @@ def add_cpu_task(
     """``GET /<route>/<param>`` running the edge's ``/tasks/<route>/<param>`` after checking the input."""
 
     async def handler(request: Request, value: str) -> HTTPResponse:
-        return await run(request, f"/tasks/{route}/{bounded_int(param, value, maximum)}")
+        return await run(request, f"/tasks/{route}/{bounded_int(param, value, maximum)}", pure=True)
 
     handler.__doc__ = doc
     handler.openapi = task_doc(  # type: ignore[attr-defined]
@@ -124,10 +149,14 @@ def requested_server(request: Request) -> str | None:
 @hookimpl
 def offload_routes(plugin: PluginContext) -> Blueprint:
     blueprint = Blueprint(f"offload_math_{id(plugin)}")
+    ttl_s = cache_ttl(plugin)
+    if ttl_s is not None:
+        plugin.read_cache()  # made now, so GET /servers shows its counts from the start
 
-    async def run(request: Request, path: str) -> HTTPResponse:
-        result = await plugin.offload(Task(path), server=requested_server(request))
-        return envelope_response(result)
+    async def run(request: Request, path: str, *, pure: bool = False) -> HTTPResponse:
+        # A pure task's answer depends on its input alone: the same question may get the kept answer.
+        task = Task(path, cache_ttl_s=ttl_s if pure else None)
+        return envelope_response(await plugin.offload(task, server=requested_server(request)))
 
     @blueprint.get("/updateservers", ctx_access=READ)
     async def update_servers_by_get(request: Request) -> HTTPResponse:
@@ -151,7 +180,7 @@ def offload_routes(plugin: PluginContext) -> Blueprint:
     @blueprint.get("/square/<num>", ctx_access=READ)
     async def square(request: Request, num: str) -> HTTPResponse:
         """``num`` squared on the chosen server: 20 -> "400.0"."""
-        return await run(request, f"/offloading/{finite_number('num', num)}")
+        return await run(request, f"/offloading/{finite_number('num', num)}", pure=True)
 
     square.openapi = task_doc(  # type: ignore[attr-defined]
         'the square as a string, e.g. "400.0"',
