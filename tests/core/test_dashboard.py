@@ -89,10 +89,12 @@ async def test_the_dashboard_shows_the_demo_and_turns_a_stopped_edge_red(
                 running[plan.name] = await edge(plan.name, delay_ms=plan.delay_ms)
         local = next(plan.name for plan in DEMO_EDGES if plan.local)
         # The gateway has an operator token (the fixture's): the page needs none, its routes are reads.
-        gw = await gateway(demo_config(servers_table(*running.items(), local=local)))
+        gw = await gateway(demo_config(servers_table(*running.items(), local=local), cache_ttl_s=60))
         for number in range(5):
             status, body, _ = await gw.get_json(f"/square/{number}")
             assert status == 200 and body["server"] == local
+        # Asked again: the read cache answers, so no decision is made (and none is listed below).
+        assert (await gw.get_json("/square/4"))[2].headers["X-Offload-Cache"] == "hit"
 
         problems: list[str] = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
@@ -109,6 +111,7 @@ async def test_the_dashboard_shows_the_demo_and_turns_a_stopped_edge_red(
         # The local window (its count falls back to 0 once the 1 s window has passed) against its limit.
         await expect(pool.locator(".window")).to_contain_text(re.compile(r"\d+ / 25 in 1 s"))
         await expect(pool.locator(".window meter")).to_have_js_property("max", 25)
+        await expect(pool.locator(".counters")).to_contain_text("cache: 1 hits, 0 coalesced, 5 misses")
 
         await edges.aclose()  # edge-far stops: its port now refuses connections
         far = pool.locator('tr[data-server="edge-far"]')

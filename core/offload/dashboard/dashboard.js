@@ -126,7 +126,12 @@ function renderPool(parts, pool) {
   parts.windowText.textContent = `${pool.throughput} / ${limit} in ${pool.window_s} s` + (over ? " · over the limit: edges take the rest" : "");
   parts.windowText.classList.toggle("over", over);
   const counters = Object.entries(pool.counters || {}).filter(([, value]) => value > 0);
-  parts.counters.textContent = counters.map(([key, value]) => `${key.replaceAll("_", " ")}: ${value}`).join(" · ");
+  const texts = counters.map(([key, value]) => `${key.replaceAll("_", " ")}: ${value}`);
+  if (pool.cache) {
+    // How many answers the read cache gave, and how many identical requests in flight shared one.
+    texts.push(`cache: ${pool.cache.hit} hits, ${pool.cache.coalesced} coalesced, ${pool.cache.miss} misses`);
+  }
+  parts.counters.textContent = texts.join(" · ");
   parts.serversBody.replaceChildren(...pool.servers.map(serverRow));
   const decisions = (pool.recent_decisions || []).slice(0, SHOWN_DECISIONS);
   parts.decisionsBody.replaceChildren(...decisions.map(decisionRow));
