@@ -14,6 +14,7 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from offload import (
+    CACHE_HEADER,
     READ,
     SERVER_HEADER,
     ConfigError,
@@ -42,15 +43,18 @@ from .idempotency import (
 )
 from .jsonify import to_json
 from .outcomes import DEFAULT_LOOKUP_S, DEFAULT_MAX_TRACKED, is_tx_hash
+from .reorgs import ReorgWatcher, poke, server_height, watch
 from .rpc import (
     DEFAULT_CALL_GAS_CAP,
     DEFAULT_CALL_TIMEOUT_S,
     JSON_HEADERS,
     CallLimits,
     RpcSender,
+    cache_outcomes,
     pinned_server,
     rpc_payload,
 )
+from .rpc_cache import DEFAULT_CONFIRMATIONS, CachedReads, CacheSettings, summary
 from .rpc_proxy import DEFAULT_MAX_BATCH, RpcProxy, RpcReply
 from .service import ContractService
 from .shared_answers import compact_answer, decode_answer, encode_answer
@@ -166,6 +170,13 @@ def offload_default_settings() -> dict[str, Any]:
         "idempotency_ttl_s": DEFAULT_TTL_S,  # how long one is kept
         "outcome_lookup_s": DEFAULT_LOOKUP_S,  # how long a transaction of unknown outcome is looked for
         "outcome_max_tracked": DEFAULT_MAX_TRACKED,  # transactions looked for (and remembered) at once
+        # The read cache (see README "Read cache").
+        "cache": True,  # keep answers that cannot change (chain id; final blocks, calls at final blocks, ...)
+        # Blocks below the best node's head before one counts as final: dev chains have no finality
+        # of their own, and 64 (two epochs, when an Ethereum block is finalized) is mainnet-like safety.
+        "cache_confirmations": DEFAULT_CONFIRMATIONS,
+        "cache_latest_ttl_s": 0.0,  # seconds a read at "latest" may be kept; 0: never (it changes every block)
+        "coalesce": True,  # identical reads in flight at the same time are sent to a node once
     }
 
 
@@ -228,6 +239,23 @@ def read_limits(plugin: PluginContext) -> CallerLimits:
     )
 
 
+def _boolean(plugin: PluginContext, key: str) -> bool:
+    value = plugin.options[key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{plugin.where} {key} must be true or false, got {value!r}")
+    return value
+
+
+def read_cache_settings(plugin: PluginContext) -> CacheSettings:
+    """The plugin's read cache settings; one clear :class:`ConfigError` line for a bad one."""
+    return CacheSettings(
+        cache=_boolean(plugin, "cache"),
+        confirmations=_integer(plugin, "cache_confirmations", 0, 1_000_000),
+        latest_ttl_s=_number(plugin, "cache_latest_ttl_s", 0, inclusive=True),
+        coalesce=_boolean(plugin, "coalesce"),
+    )
+
+
 def rpc_path(plugin: PluginContext) -> str:
     path = plugin.options["rpc_path"]
     if not isinstance(path, str) or not path.startswith("/"):
@@ -259,6 +287,8 @@ def offload_probe(plugin: PluginContext, server: Server) -> Awaitable[ProbeResul
             return ProbeResult(
                 ok=False, latency_s=latency, error=f"probe failed: eth_blockNumber answered {payload!r:.120}"
             )
+        # A new height may have moved the finalized one, or shown a reorg: the watcher checks.
+        poke(plugin)
         return ProbeResult(ok=True, latency_s=latency, height=height)
 
     return probe()
@@ -281,6 +311,15 @@ class ContractRoutes:
         if not isinstance(allowed, list) or not all(isinstance(item, str) for item in allowed):
             raise ConfigError(f"{plugin.where} rpc_allow must be a list of JSON-RPC method names")
         sender = RpcSender(plugin, rpc_path(plugin), self.limits.calls)
+        cache_settings = read_cache_settings(plugin)
+        self.watcher = ReorgWatcher(plugin, sender, cache_settings.confirmations)
+        reads = CachedReads(
+            sender,
+            cache_settings,
+            finalized=self.watcher.finalized,
+            height_of=lambda name: server_height(plugin, name),
+        )
+        self.reads = reads if reads.enabled else None
         self.service = ContractService(
             sender,
             self.contracts,
@@ -293,6 +332,7 @@ class ContractRoutes:
             # Looked up per write: with several workers the shared state is attached only once they start.
             nonce_leases=lambda account, hold_s: plugin.state.nonce_lease(account, hold_s),
             count_event=plugin.count_event,
+            reads=self.reads,
         )
         # One store for every write route: a key used on one route and then another is a mismatch (422).
         store: IdempotencyStore[Any] = IdempotencyStore(
@@ -304,12 +344,16 @@ class ContractRoutes:
             shared=SharedClaims(lambda: plugin.state, encode_answer, decode_answer, compact=compact_answer),
         )
         self.writes = WriteAnswers(plugin, self.service, store)
-        self.proxy = RpcProxy(sender, self.service, allowed, max_batch=self.limits.max_batch, store=store)
+        self.proxy = RpcProxy(
+            sender, self.service, allowed, max_batch=self.limits.max_batch, store=store, reads=self.reads
+        )
 
     async def answer(self, request: Request, produce: Callable[[], Awaitable[Any]], **extra: Any) -> HTTPResponse:
         """Run ``produce`` on the node(s) the engine picks and wrap its value in the envelope."""
         started = time.perf_counter()
         used = begin(request)
+        outcomes: list[str] = []
+        cache_outcomes.set(outcomes)
         data = await produce()
         result = OffloadResult(
             data=data,
@@ -321,6 +365,10 @@ class ContractRoutes:
         reply = envelope_response(result)
         if extra:
             reply = response.json({**result.envelope(), **extra}, headers={SERVER_HEADER: result.server})
+        # How the reads were answered: "hit", "coalesced", "miss", or "partial" for a mix.
+        cached = summary(outcomes)
+        if cached is not None:
+            reply.headers[CACHE_HEADER] = cached
         return reply
 
     async def write(
@@ -418,6 +466,11 @@ class ContractRoutes:
 
         # A plain function: Sanic silently ignores a bound method given as a listener.
         blueprint.before_server_stop(stop_looking)
+        if self.reads is not None and self.reads.settings.cache:
+            # The cache keeps block-bound answers only below the watcher's checked checkpoint.
+            start_watching, stop_watching = watch(self.watcher)
+            blueprint.after_server_start(start_watching)
+            blueprint.before_server_stop(stop_watching)
         return blueprint
 
     async def ping(self, request: Request) -> HTTPResponse:
@@ -540,6 +593,8 @@ class ContractRoutes:
         headers = dict(reply.headers)
         if used:
             headers[SERVER_HEADER] = used[-1]
+        if reply.raw is not None:
+            return response.raw(reply.raw, status=reply.status, headers=headers, content_type="application/json")
         if reply.payload is None:
             return response.empty(status=reply.status, headers=headers)
         return response.json(reply.payload, status=reply.status, headers=headers or None)

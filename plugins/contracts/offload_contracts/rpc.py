@@ -12,12 +12,15 @@ import contextvars
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from web3.providers.async_base import AsyncJSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
 from offload import OffloadError, PluginContext, Task
+
+if TYPE_CHECKING:
+    from .rpc_cache import CachedReads
 
 # Methods that only read: safe to retry on another node and to send to any node.
 READ_METHODS = frozenset(
@@ -74,6 +77,8 @@ RETRYABLE_STATUSES = (502, 504)
 servers_used: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("servers_used", default=None)
 # A server every node call of the current request must use (?server=...).
 pinned_server: contextvars.ContextVar[str | None] = contextvars.ContextVar("pinned_server", default=None)
+# How each read of the current request was answered ("hit", "coalesced", "miss"), for its X-Offload-Cache.
+cache_outcomes: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("cache_outcomes", default=None)
 
 
 def rpc_payload(method: str, params: list[Any], request_id: int | str = 1) -> bytes:
@@ -191,9 +196,10 @@ class RpcSender:
 class EngineProvider(AsyncJSONBaseProvider):
     """A web3.py async provider whose every request goes through the gateway's engine."""
 
-    def __init__(self, sender: RpcSender) -> None:
+    def __init__(self, sender: RpcSender, reads: CachedReads | None = None) -> None:
         super().__init__()
         self.sender = sender
+        self.reads = reads  # the read cache and coalescing, shared with /rpc (None: every read goes to a node)
 
     def limited(self, method: str, params: Any) -> Any:
         """``params`` as sent: a call's gas capped exactly as callers' calls through ``/rpc`` are."""
@@ -207,6 +213,16 @@ class EngineProvider(AsyncJSONBaseProvider):
     async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         body = self.encode_rpc_request(method, self.limited(method, params))
         timeout_s = self.sender.limits.timeout_for([method])
+        if self.reads is not None and method in READ_METHODS:
+            # The params as plain JSON (web3 hands over HexBytes and the like): what the key and the rules read.
+            request = json.loads(body)
+            lookup = self.reads.lookup(method, request.get("params"))
+            if lookup is not None:
+                answer, outcome = await self.reads.read(lookup, timeout_s=timeout_s)
+                outcomes = cache_outcomes.get()
+                if outcomes is not None:
+                    outcomes.append(outcome)
+                return answer.for_id(request["id"])  # type: ignore[no-any-return]
         response, _ = await self.sender.send(body, idempotent=method in READ_METHODS, timeout_s=timeout_s)
         return response
 

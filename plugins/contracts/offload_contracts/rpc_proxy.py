@@ -21,10 +21,11 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload import OffloadError, load_json
+from offload import CACHE_HEADER, OffloadError, load_json
 
 from .idempotency import HEADER, IdempotencyStore, KeyRefused, fingerprint, parse_key
 from .rpc import CALL_METHODS, RAW_TRANSACTION_METHOD, READ_METHODS, InvalidCallParams, RpcSender
+from .rpc_cache import Answer, CachedReads, Lookup, splice, summary
 from .service import ContractService, Handed, TransactionRefused
 
 PARSE_ERROR = -32700
@@ -68,11 +69,15 @@ def is_notification(request: Any) -> bool:
 
 @dataclass
 class RpcReply:
-    """What ``/rpc`` answers: an HTTP status, a JSON-RPC payload (None: no body) and extra headers."""
+    """What ``/rpc`` answers: an HTTP status, a JSON-RPC payload (None: no body) and extra headers.
+
+    ``raw`` is the body already encoded (a cache hit), sent instead of ``payload``.
+    """
 
     status: int
     payload: Any
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,11 @@ class RpcProxy:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         store: IdempotencyStore[Any] | None = None,
+        reads: CachedReads | None = None,
     ) -> None:
         self.sender = sender
         self.service = service
+        self.reads = reads  # the read cache and coalescing (None: every read goes to a node)
         self.allowed = frozenset(DEFAULT_ALLOWED | set(extra_allowed))
         self.max_batch = max_batch
         self.store: IdempotencyStore[Any] = store if store is not None else IdempotencyStore()
@@ -226,8 +233,20 @@ class RpcProxy:
         """The deadline of a request holding calls (which run contract code on the node), else the pool's."""
         return self.sender.limits.timeout_for(item.method for item in checked)
 
+    def lookup(self, checked: Checked) -> Lookup | None:
+        """``checked`` as the read cache sees it; None if it goes to a node as it is (writes, notifications)."""
+        if self.reads is None or checked.notification:
+            return None
+        return self.reads.lookup(checked.method, checked.params)
+
     async def single(self, checked: Checked) -> RpcReply:
-        """Forward one checked request (not a raw transaction); a notification is answered 204."""
+        """Forward one checked request (not a raw transaction); a notification is answered 204.
+
+        A read is answered from the cache, or by one node call shared with identical reads in flight.
+        """
+        lookup = self.lookup(checked)
+        if lookup is not None:
+            return await self.cached(checked, lookup)
         # A notification goes out with an id all the same, so the node's answer is JSON-RPC to check.
         body = _encode(checked.outgoing(checked.id if not checked.notification else 0))
         try:
@@ -241,6 +260,23 @@ class RpcProxy:
         if isinstance(response, dict):
             response = {**response, "id": checked.id}
         return RpcReply(200, response)
+
+    async def cached(self, checked: Checked, lookup: Lookup) -> RpcReply:
+        """One read through the cache, saying how it was answered in ``X-Offload-Cache``."""
+        reads: CachedReads = self.reads  # type: ignore[assignment]
+        kept = reads.hit(lookup)
+        if kept is not None:
+            # The fast path: the kept bytes with the caller's id spliced in, nothing decoded or encoded.
+            return RpcReply(200, None, {CACHE_HEADER: "hit"}, raw=splice(kept, checked.id))
+        try:
+            answer, outcome = await reads.read(lookup, timeout_s=self.timeout_for([checked]))
+        except OffloadError as exc:
+            return RpcReply(
+                exc.status,
+                rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server}),
+                {CACHE_HEADER: "miss"},
+            )
+        return RpcReply(200, answer.for_id(checked.id), {CACHE_HEADER: outcome})
 
     async def keyed_raw_transaction(self, checked: Checked, key_values: Sequence[str], scope: str) -> RpcReply:
         """One eth_sendRawTransaction, given its first answer again for a retry with the same key."""
@@ -351,24 +387,58 @@ class RpcProxy:
             if reply.status != 200:
                 status = max(status, reply.status)
         failure: OffloadError | None = None
+        outcomes: list[str] = []
         if forward:
-            failure = await self.forward_batch(forward, answers)
+            failure = await self.forward_batch(forward, answers, outcomes)
+        # "hit" when the cache answered every read, "miss" when none, "partial" in between.
+        headers = {CACHE_HEADER: value} if (value := summary(outcomes)) else {}
         # Notifications (no "id") get no answer, as JSON-RPC 2.0 says; nothing at all if that is every one.
         ordered = [answers[index] for index in range(len(requests)) if not is_notification(requests[index])]
         if failure is not None:
             # The node failed: the HTTP status says so even when only notifications were sent.
             payload = ordered or rpc_error(None, UPSTREAM_ERROR, failure.message, {"server": failure.server})
-            return RpcReply(failure.status, payload)
-        return RpcReply(status, ordered) if ordered else RpcReply(204, None)
+            return RpcReply(failure.status, payload, headers)
+        return RpcReply(status, ordered, headers) if ordered else RpcReply(204, None, headers)
 
-    async def forward_batch(self, forward: list[tuple[int, Checked]], answers: dict[int, Any]) -> OffloadError | None:
-        """Send ``forward`` to a node as one batch and fill ``answers``; the failure, if the node failed."""
+    async def forward_batch(
+        self, forward: list[tuple[int, Checked]], answers: dict[int, Any], outcomes: list[str] | None = None
+    ) -> OffloadError | None:
+        """Answer reads of ``forward`` from the cache, send the rest to a node as one batch, fill ``answers``.
+
+        Returns the failure, if the node failed. ``outcomes`` gets one entry per read the cache
+        saw ("hit" or "miss"): a batch is not coalesced, its reads that were not kept go as they did.
+        """
+        outcomes = [] if outcomes is None else outcomes
+        lookups: dict[int, Lookup] = {}
+        send: list[tuple[int, Checked]] = []
+        for index, checked in forward:
+            lookup = self.lookup(checked)
+            kept = self.reads.hit(lookup) if self.reads is not None and lookup is not None else None
+            if kept is not None:
+                answers[index] = load_json(splice(kept, checked.id))
+                outcomes.append("hit")
+                continue
+            if lookup is not None:
+                lookups[index] = lookup
+            send.append((index, checked))
+        failure = await self._send_batch(send, answers, lookups) if send else None
+        if self.reads is not None:
+            for _ in lookups:
+                self.reads.cache.count("miss")
+            outcomes.extend("miss" for _ in lookups)
+        return failure
+
+    async def _send_batch(
+        self, forward: list[tuple[int, Checked]], answers: dict[int, Any], lookups: dict[int, Lookup]
+    ) -> OffloadError | None:
+        """Send ``forward`` to a node as one batch, fill ``answers`` and keep the reads that may be kept."""
         # Each forwarded request gets a unique id on the way, so answers map back whatever ids clients used.
         body = _encode([checked.outgoing(index) for index, checked in forward])
         idempotent = all(checked.method in READ_METHODS for _, checked in forward)
         timeout_s = self.timeout_for([checked for _, checked in forward])
+        generation = self.reads.cache.generation if self.reads is not None and lookups else ""
         try:
-            response, _ = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
+            response, server = await self.sender.send(body, idempotent=idempotent, timeout_s=timeout_s)
         except OffloadError as exc:
             for index, checked in forward:
                 answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, exc.message, {"server": exc.server})
@@ -381,8 +451,10 @@ class RpcProxy:
                 item = response
             if item is None:
                 answers[index] = rpc_error(checked.id, UPSTREAM_ERROR, "the node gave no answer for this request")
-            else:
-                answers[index] = {**item, "id": checked.id}
+                continue
+            answers[index] = {**item, "id": checked.id}
+            if index in lookups and self.reads is not None:
+                await self.reads.keep(lookups[index], Answer(item, server), generation)
         return None
 
 

@@ -46,6 +46,7 @@ from .outcomes import (
     WriteContext,
 )
 from .rpc import RAW_TRANSACTION_METHOD, RETRYABLE_STATUSES, EngineProvider, RpcSender, pinned_server, rpc_payload
+from .rpc_cache import CachedReads
 from .signer import Signer
 
 T = TypeVar("T")
@@ -214,13 +215,15 @@ class ContractService:
         nonce_leases: Callable[[str, float], AbstractAsyncContextManager[NonceLease]],
         nonce_lease_s: float = DEFAULT_NONCE_LEASE_S,
         count_event: Callable[[str, str], None] = lambda event, outcome: None,
+        reads: CachedReads | None = None,
     ) -> None:
         self.sender = sender
         self.contracts = contracts
         self.signer = signer
         self.gas_multiplier = gas_multiplier
         self.receipt_timeout_s = receipt_timeout_s
-        self.w3 = AsyncWeb3(EngineProvider(sender), middleware=[])
+        # Reads (views, receipts, the chain id) go through the same cache and coalescing as /rpc.
+        self.w3 = AsyncWeb3(EngineProvider(sender, reads), middleware=[])
         self.bound = {
             name: self.w3.eth.contract(address=spec.address, abi=spec.abi) for name, spec in contracts.items()
         }
