@@ -280,13 +280,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             options = ScaleOptions(duration_s=args.duration, rounds=args.rounds, json=args.json, quick=args.quick)
             return asyncio.run(run_scale(options))
+        if args.suite == "cache":
+            from .devtools.bench.cache import CacheOptions, run_cache
+
+            options = CacheOptions(duration_s=args.duration, rounds=args.rounds, json=args.json, quick=args.quick)
+            return asyncio.run(run_cache(options))
         if args.suite == "client":
             from .devtools.bench.client import ClientBenchOptions, run_client_bench
 
             return run_client_bench(ClientBenchOptions(rounds=args.rounds, json=args.json))
         from .devtools.bench.runner import BenchOptions, run_bench
 
-        return asyncio.run(run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed)))
+        return asyncio.run(
+            run_bench(BenchOptions(out=Path(args.out), json=args.json, seed=args.seed, repeat=args.repeat))
+        )
     except KeyboardInterrupt:
         return 130
 
@@ -368,30 +375,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "suite",
         nargs="?",
-        choices=["decisions", "perf", "outages", "client", "scale"],
+        choices=["decisions", "perf", "outages", "client", "scale", "cache"],
         default="decisions",
         help="decisions: original experiment, policies, faults; perf: gateway vs direct vs nginx; "
         "outages: an edge killed or hung under load; client: CPU per upstream request, native client vs aiohttp, "
         "httpx and pyreqwest; scale: 1-3 workers vs 1-3 replicas sharing Redis behind nginx, the Redis-backed "
-        "throughput rule's cost, contract writes through 1 and 2 replicas",
+        "throughput rule's cost, contract writes through 1 and 2 replicas; cache: contract reads through the read "
+        "cache at 0-100 %% hits vs the node and the gateway without cache, and 100 identical requests coalesced",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
     bench.add_argument(
         "--duration",
         type=positive(float),
         default=2.0,
-        help="perf, scale: seconds per run (default: 2; wrk: whole seconds)",
+        help="perf, scale, cache: seconds per run (default: 2; wrk: whole seconds)",
     )
     bench.add_argument(
         "--rounds",
         type=positive(int),
         default=3,
-        help="perf, scale: interleaved rounds, figures are medians (default: 3)",
+        help="perf, scale, cache: interleaved rounds, figures are medians (default: 3)",
     )
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="scale: 1 s runs, one round, 20 writes (checks that it all works; the figures mean little)",
+        help="scale, cache: 1 s runs, one round (scale: 20 writes); checks that it all works, the figures mean little",
     )
     bench.add_argument("--soak", action="store_true", help="perf: also gateway RSS over 1,000,000 requests")
     bench.add_argument("--runs", type=positive(int), default=3, help="outages: runs of each scenario (default: 3)")
@@ -406,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", default="bench/out", help="directory for the PNG plots (default: %(default)s)")
     bench.add_argument("--seed", type=int, default=7, help="seed for the load's random gaps (default: %(default)s)")
+    bench.add_argument(
+        "--repeat",
+        type=positive(int),
+        default=1,
+        help="decisions: run the policy comparisons with the oracle this many times, fresh processes each "
+        "(default: %(default)s)",
+    )
     bench.set_defaults(handler=cmd_bench)
     return parser
 

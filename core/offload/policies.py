@@ -104,6 +104,11 @@ class P2CEwmaPolicy:
     third of the traffic to the second-best, as memoryless p2c does with three
     servers; as load grows, in-flight counts raise the winner's score and the
     traffic spreads. The random draw keeps every server in play.
+
+    Memory makes the cost of a lone slow answer high: the winner is dropped
+    and, unchosen, not measured again until its cost fades. So the cost (see
+    :mod:`offload.peak_ewma`) believes a slow answer only once a later request
+    confirms it, and lets the cost of an unchosen server fade with time.
     """
 
     name = "p2c_ewma"

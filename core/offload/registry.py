@@ -107,7 +107,9 @@ class Server:
 
         A probe's round trip says how far the server is, not how long its tasks
         take: it seeds the peak-EWMA cost of a server no request has measured yet
-        but never pulls down the cost that real requests established.
+        but never pulls down the cost that real requests established. The first
+        request's answer replaces that seed outright: it measures what the probe
+        could not (the task itself), so it is no spike against the probe's figure.
         """
         self.last_latency_s = seconds
         if self.latency_ewma_s is None:
@@ -115,6 +117,8 @@ class Server:
         else:
             self.latency_ewma_s += LATENCY_EWMA_ALPHA * (seconds - self.latency_ewma_s)
         if from_request:
+            if not self.measured_by_requests:
+                self.cost.reset()
             self.measured_by_requests = True
         if from_request or not self.measured_by_requests:
             self.cost.observe(seconds, concurrency)

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "KEEP_ALIVE_TIMEOUT_S",
     "MAX_DELAY_MS",
+    "MAX_SPIKE_EVERY",
     "REQUEST_TIMEOUT_S",
     "TASK_ROUTES",
     "EdgeConfig",
@@ -53,6 +54,8 @@ __all__ = [
 # Simulated link delay and extra compute time: at most a minute each, so no setting can wedge
 # the node (1e308 ms would), and the response timeout below can cover both.
 MAX_DELAY_MS = 60_000.0
+# --spike-every: one outlier in at most this many requests (0 = none).
+MAX_SPIKE_EVERY = 1_000_000
 # Bodies beyond this are answered 413 unread. The largest real ones are JSON-RPC batches
 # (1000 raw transactions are well under 1 MiB) and contract deployments (under 100 KB).
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -82,6 +85,9 @@ class EdgeConfig:
             with ``PUT /admin/delay``).
         compute_ms: Extra time every task (``/offloading``, ``/tasks/*``) takes, in milliseconds: a node
             that is slower in compute, which a health probe cannot see.
+        spike_every: Every this many requests (``/admin`` excluded, counted in arrival order) one
+            waits ``spike_ms`` more than the link delay: deterministic outliers; 0 turns them off.
+        spike_ms: The extra delay of each such outlier, in milliseconds.
         peers: Addresses advertised by ``/getserverlists``.
         processes: Process pool size for CPU tasks; ``None`` means ``os.cpu_count()``.
         chain: Serve an embedded EVM dev chain (demo contracts deployed) at ``POST /rpc``.
@@ -98,6 +104,8 @@ class EdgeConfig:
     name: str = "edge"
     delay_ms: float = 0.0
     compute_ms: float = 0.0
+    spike_every: int = 0
+    spike_ms: float = 0.0
     peers: list[str] = field(default_factory=list)
     processes: int | None = None
     chain: bool = False
@@ -116,7 +124,10 @@ class EdgeConfig:
                 self.chain_upstream = loopback_http_url(self.chain_upstream)
             except ValueError as exc:
                 raise ValueError(f"chain_upstream {exc}") from None
-        for name in ("delay_ms", "compute_ms"):
+        spike_every = self.spike_every
+        if isinstance(spike_every, bool) or not isinstance(spike_every, int) or not 0 <= spike_every <= MAX_SPIKE_EVERY:
+            raise ValueError(f"spike_every must be an integer from 0 to {MAX_SPIKE_EVERY}, got {self.spike_every!r}")
+        for name in ("delay_ms", "compute_ms", "spike_ms"):
             value = getattr(self, name)
             if not 0 <= value <= MAX_DELAY_MS:  # also false for NaN
                 raise ValueError(f"{name} must be a number from 0 to {MAX_DELAY_MS:g}, got {value!r}")
@@ -183,9 +194,24 @@ def _finish_request(request: Request, stats: RequestStats) -> None:
 
 @dataclass
 class LinkDelay:
-    """The simulated link delay, mutable so a benchmark can turn a node slow mid-run."""
+    """The simulated link delay, mutable so a benchmark can turn a node slow mid-run.
+
+    With ``spike_every`` N > 0, every Nth request (counted in arrival order)
+    waits ``spike_seconds`` more: a deterministic latency outlier. Spike and
+    delay together never exceed ``MAX_DELAY_MS``, the longest link delay.
+    """
 
     seconds: float
+    spike_every: int = 0
+    spike_seconds: float = 0.0
+    arrived: int = 0  # requests so far, admin routes excluded
+
+    def next_delay(self) -> float:
+        """The delay of the request arriving now (counts it towards the next spike)."""
+        self.arrived += 1
+        if self.spike_every > 0 and self.arrived % self.spike_every == 0:
+            return min(self.seconds + self.spike_seconds, MAX_DELAY_MS / 1000)
+        return self.seconds
 
 
 def _install_middleware(app: Sanic, stats: RequestStats, delay: LinkDelay) -> None:
@@ -197,9 +223,11 @@ def _install_middleware(app: Sanic, stats: RequestStats, delay: LinkDelay) -> No
             return
         request.ctx.edge_counted = True
         stats.begin()
-        delay_s = delay.seconds
         # The operator's routes skip the simulated link, so a delay can always be undone.
-        if delay_s <= 0 or is_admin_route(request.route):
+        if is_admin_route(request.route):
+            return
+        delay_s = delay.next_delay()
+        if delay_s <= 0:
             return
         try:
             # Applies to every route, /health included, so latency probes see the link delay.
@@ -305,7 +333,7 @@ def create_edge_app(config: EdgeConfig) -> Sanic:
 
     install_error_handlers(app)
     install_guards(app, admin_token=config.admin_token, body_timeout_s=REQUEST_TIMEOUT_S)
-    delay = LinkDelay(config.delay_ms / 1000.0)
+    delay = LinkDelay(config.delay_ms / 1000.0, config.spike_every, config.spike_ms / 1000.0)
     compute_s = config.compute_ms / 1000.0
     app.ctx.link_delay = delay
     _install_middleware(app, stats, delay)

@@ -14,6 +14,7 @@ from .app import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_DELAY_MS,
     MAX_MAX_BODY_BYTES,
+    MAX_SPIKE_EVERY,
     MIN_MAX_BODY_BYTES,
     EdgeConfig,
     create_edge_app,
@@ -44,6 +45,7 @@ def _number_type(kind: type[int] | type[float], minimum: float, maximum: float =
 _port = _number_type(int, 1, 65535, "an integer from 1 to 65535")
 _delay_ms = _number_type(float, 0, MAX_DELAY_MS, f"a number from 0 to {MAX_DELAY_MS:g}")
 _processes = _number_type(int, 1, words="an integer >= 1")
+_spike_every = _number_type(int, 0, MAX_SPIKE_EVERY, f"an integer from 0 to {MAX_SPIKE_EVERY}")
 _call_timeout_s = _number_type(float, 0.001, MAX_CALL_TIMEOUT_S, f"a number from 0.001 to {MAX_CALL_TIMEOUT_S:g}")
 _gas_cap = _number_type(int, MIN_GAS_CAP, words=f"an integer >= {MIN_GAS_CAP}")
 _body_bytes = _number_type(
@@ -76,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help=f"extra time every task takes, in ms, at most {MAX_DELAY_MS:g}: a slower processor that probes "
         "cannot see (default: 0)",
+    )
+    parser.add_argument(
+        "--spike-every",
+        type=_spike_every,
+        default=0,
+        metavar="N",
+        help="every Nth request (not /admin) waits --spike-ms longer: deterministic latency outliers "
+        "(default: 0, none)",
+    )
+    parser.add_argument(
+        "--spike-ms",
+        type=_delay_ms,
+        default=0.0,
+        help=f"the extra delay of each --spike-every outlier, in ms; with the link delay at most {MAX_DELAY_MS:g} "
+        "(default: 0)",
     )
     parser.add_argument(
         "--peers",
@@ -172,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             delay_ms=args.delay_ms,
             compute_ms=args.compute_ms,
+            spike_every=args.spike_every,
+            spike_ms=args.spike_ms,
             peers=args.peers,
             processes=args.processes,
             chain=args.chain,

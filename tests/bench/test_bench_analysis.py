@@ -5,7 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from offload.devtools.bench.analysis import analyse_faults, goals, max_local_in_window, per_server
+from offload.devtools.bench.analysis import (
+    analyse_faults,
+    analyse_policies,
+    goals,
+    max_local_in_window,
+    per_server,
+    repeat_summary,
+)
 from offload.devtools.bench.load import Sample
 
 
@@ -51,13 +58,67 @@ def test_fault_timings_come_from_failures_and_answers() -> None:
             "oracle": {"p99_ms": 6.5},
         }
     }
-    verdicts = [goal["met"] for goal in goals(original, policies, figures)]
-    assert verdicts == [True, True, True, False]  # 27 > 25 + 1
+    verdicts = {goal["goal"]: goal["met"] for goal in goals(original, [policies], figures)}
+    assert list(verdicts.values()) == [True, True, True, True, False]  # 27 > 25 + 1
+    assert "moves traffic off a slowed server within 2 s" in verdicts
+
+
+def paired(policy_p99: dict[str, float], oracle_beside: dict[str, float]) -> dict:
+    """A policies result with each policy's oracle beside it, made up: 98 fast answers and two slow."""
+
+    def run(p99_ms: float) -> list[Sample]:
+        return [sample(i / 100, "e5", 5.0) for i in range(98)] + [sample(1.0, "e5", p99_ms)] * 2
+
+    return {
+        "runs": {**{name: run(value) for name, value in policy_p99.items()}, "oracle": run(8.0)},
+        "alongside": {name: run(value) for name, value in oracle_beside.items()},
+        "servers": ["e5"],
+        "service_ms": {"e5": 5.0},
+        "oracle_target": "e5",
+    }
+
+
+def test_p2c_is_judged_against_the_oracle_beside_it_in_every_repeat() -> None:
+    calm = analyse_policies(
+        paired(
+            {"p2c_ewma": 9.0, "random": 20.0, "min_latency": 16.0},
+            dict.fromkeys(("p2c_ewma", "random", "min_latency"), 8.0),
+        )
+    )
+    assert calm["rows"]["p2c_ewma"]["oracle_beside_p99_ms"] == 8.0 and calm["rows"]["p2c_ewma"]["vs_oracle"] == 1.125
+    # A busy moment fell on p2c and the oracle beside it alike: 30 ms against 28 ms is still within 1.2x,
+    # and p2c is still closer to its oracle than random and min_latency were to theirs.
+    busy = analyse_policies(
+        paired(
+            {"p2c_ewma": 30.0, "random": 20.0, "min_latency": 16.0},
+            {"p2c_ewma": 28.0, "random": 8.0, "min_latency": 8.0},
+        )
+    )
+    slow = analyse_policies(
+        paired(
+            {"p2c_ewma": 12.0, "random": 20.0, "min_latency": 16.0},
+            dict.fromkeys(("p2c_ewma", "random", "min_latency"), 8.0),
+        )
+    )
+    summary = repeat_summary([calm, busy, slow])
+    assert summary["ratios"] == [1.125, 1.071, 1.5]
+    assert summary["median_ratio"] == 1.125 and summary["worst_ratio"] == 1.5
+    assert summary["within_goal"] == 2 and summary["repeats"] == 3
+    faults = {"failed": 0, "requests": 10, "traffic_shift_after_slowdown_s": 0.1, "victim": "f1"}
+    original = {"peak_local_throughput": 25, "expected_throughput": 25}
+    verdicts = [goal["met"] for goal in goals(original, [calm, busy], faults, spikes=[calm, slow])]
+    assert verdicts == [True, True, False, True, True, True]  # only the spike goal, 1 repeat of 2 at 1.5x
+    figures = [goal["figure"] for goal in goals(original, [calm, busy], faults, spikes=[calm, slow])]
+    assert figures[2] == "1 of 2 repeats; ratio median 1.31x, worst 1.50x"
 
 
 def test_bench_command_is_wired() -> None:
     result = subprocess.run([sys.executable, "-m", "offload", "bench", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--json" in result.stdout
+    assert result.returncode == 0 and "--json" in result.stdout and "--repeat" in result.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "offload", "bench", "--repeat", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "--repeat" in refused.stderr
 
 
 def test_the_original_plots_are_written(tmp_path) -> None:

@@ -6,27 +6,98 @@ import math
 
 import pytest
 
-from offload.peak_ewma import PeakEwma
+from offload.peak_ewma import LEVEL_DECAY_FACTOR, SAMPLE_WEIGHT, SPIKE_CAP, PeakEwma
 from offload.registry import Server
 
 from clocks import FakeClock
 
 
-def test_rises_at_once_and_decays_with_time() -> None:
+def test_a_slow_answer_confirmed_by_a_later_request_is_believed_at_once() -> None:
     clock = FakeClock()
     cost = PeakEwma(decay_s=10, penalty_s=1.0, clock=clock)
     assert cost.estimate_s == 1.0  # unmeasured: the pessimistic penalty
     cost.observe(0.010)
-    cost.observe(0.050)  # a slow answer is believed immediately
+    clock.now += 0.050
+    cost.observe(0.050)  # alone, it might be a hiccup: it counts as one sample, at most 2x the cost
+    assert cost.estimate_s == pytest.approx(0.010 + SAMPLE_WEIGHT * (SPIKE_CAP * 0.010 - 0.010), rel=1e-3)
+    clock.now += 0.060
+    cost.observe(0.050)  # sent 10 ms after the first slow answer arrived, and slow too: a real slowdown
     assert cost.estimate_s == pytest.approx(0.050)
-    clock.now += 10  # one decay time later a fast answer pulls it most of the way back
+
+
+def test_answers_in_flight_together_do_not_confirm_each_other() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(clock=clock)
     cost.observe(0.010)
-    assert cost.estimate_s == pytest.approx(0.050 * math.exp(-1) + 0.010 * (1 - math.exp(-1)))
-    cost.penalize()
+    clock.now += 1
+    cost.observe(0.080)  # a stall of the machine: the requests in flight with it are late too ...
+    clock.now += 0.001
+    cost.observe(0.080)  # ... sent 79 ms before the first late answer arrived: the same moment
+    assert cost.estimate_s < 0.016
+    clock.now += 0.012
+    cost.observe(0.010)  # sent after the stall, fast: the suspicion is cleared
+    clock.now += 0.080
+    cost.observe(0.080)  # so this later lone slow answer is a new suspect, not a confirmation
+    assert cost.estimate_s < 0.020
+
+
+def test_fast_answers_pull_the_cost_down_however_quickly_they_come() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(decay_s=10, clock=clock)
+    cost.observe(0.006)
+    for _ in range(2):  # a confirmed rise to 33 ms
+        clock.now += 0.040
+        cost.observe(0.033)
+    assert cost.estimate_s == pytest.approx(0.033)
+    for _ in range(20):  # 20 answers of 6 ms, 3 ms apart: time alone would forgive 0.6% of the peak
+        clock.now += 0.003
+        cost.observe(0.006)
+    assert cost.estimate_s < 0.006 + 0.027 * (1 - SAMPLE_WEIGHT) ** 20 * 1.01
+
+
+def test_without_samples_a_peak_is_forgiven_over_decay_s_and_the_level_ten_times_slower() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(decay_s=10, clock=clock)
+    cost.observe(0.010)
+    for _ in range(2):
+        clock.now += 0.060
+        cost.observe(0.050)
+    clock.now += 10  # nobody chose it since: the peak fades, the level it rose from stays
+    peak_faded = 0.010 * math.exp(-1 / LEVEL_DECAY_FACTOR) + 0.040 * math.exp(-1)
+    assert cost.estimate_s == pytest.approx(peak_faded, rel=1e-2)
+    clock.now += 0.060
+    cost.observe(0.050)  # tried again and still slow: compared with what it showed, so no spike
+    assert cost.estimate_s > 0.030
+
+
+def test_a_server_tried_again_after_a_pause_shows_its_latency_at_once() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(decay_s=10, clock=clock)
+    cost.observe(0.016)
+    clock.now += 90  # its level faded (towards zero, ten times slower than a peak)
+    assert cost.estimate_s < 0.007
+    cost.observe(0.016)  # no higher than it has shown, so no spike; after a long pause it weighs fully
+    assert cost.estimate_s == pytest.approx(0.016, rel=1e-3)
+    clock.now += 10
+    assert cost.estimate_s > 0.014  # its level is back too: it fades ten times slower than a peak
+
+
+def test_failures_count_at_once_and_reset_forgets() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(decay_s=10, penalty_s=1.0, clock=clock)
+    cost.observe(0.010)
+    clock.now += 0.001
+    cost.penalize()  # no confirmation asked: a server that fails fast must not look fast
     assert cost.estimate_s == 1.0
+    clock.now += 10  # a failure is a peak: forgiven over decay_s like one
+    assert cost.estimate_s == pytest.approx(0.010 * math.exp(-1 / LEVEL_DECAY_FACTOR) + 0.990 * math.exp(-1))
     cost.reset()
+    assert cost.estimate_s == 1.0  # unmeasured again
     cost.observe(0.004)
     assert cost.estimate_s == pytest.approx(0.004)
+    fresh = PeakEwma(penalty_s=2.0, clock=clock)
+    fresh.penalize()
+    assert fresh.estimate_s == 2.0
 
 
 def test_load_is_relative_to_the_usual_concurrency_and_never_below_the_cost() -> None:
@@ -52,4 +123,13 @@ def test_an_unproven_server_takes_one_request_at_a_time() -> None:
     server.record_success(0.015, concurrency=1)
     server.record_probe(True, 0.001, None, None)  # a probe no longer lowers a measured cost
     server.inflight = 1
-    assert server.load() == pytest.approx(0.030)
+    assert server.load() == pytest.approx(0.030, rel=1e-3)
+
+
+def test_the_first_request_replaces_the_probes_seed() -> None:
+    clock = FakeClock()
+    server = Server("near-but-slow", "http://127.0.0.1:7000", cost=PeakEwma(clock=clock))
+    server.record_probe(True, 0.001, None, None)  # probes see the link, not the task
+    clock.now += 0.5
+    server.record_success(0.013)  # the task takes 13 ms: no spike against the probe's 1 ms
+    assert server.cost.estimate_s == pytest.approx(0.013)

@@ -76,14 +76,16 @@ def test_latency_averages_probes_and_failures() -> None:
     server.record_latency(0.010)
     server.record_latency(0.020)
     assert server.latency_ewma_s == pytest.approx(0.013)
-    assert server.cost.estimate_s == pytest.approx(0.020)  # peak-sensitive: jumps to a slower sample
+    # Peak-sensitive once a later request confirms it (see test_peak_ewma); a lone slower sample moves it a little.
+    assert 0.010 < server.cost.estimate_s < 0.012
     server.record_probe(False, None, "probe failed: refused", None)
     assert not server.available and server.exclusion() == "probe failed: refused"
     server.record_probe(True, 0.001, None, 7)
     assert server.available and server.height == 7
     opened = server.record_failure("unreachable: refused", may_open=True, immediate=True)
     assert opened and not server.available and "circuit open" in server.exclusion()
-    assert server.cost.estimate_s == 10.0  # a failure costs the penalty, however fast it came
+    # A failure costs the penalty at once, however fast it came (then fades with time, as a peak).
+    assert server.cost.estimate_s == pytest.approx(10.0, rel=1e-3)
     described = server.describe()
     assert described["circuit"] == "open" and described["failures"] == 1 and described["times_ejected"] == 1
 
@@ -131,4 +133,4 @@ def test_a_failure_costs_the_failure_penalty_or_else_the_timeout() -> None:
     default = Pool(PoolConfig(name="p", servers=(spec,), timeout_s=4.0)).servers[0]
     for server in (own, default):
         server.record_failure("HTTP 500", may_open=False)
-    assert (own.cost.estimate_s, default.cost.estimate_s) == (2.5, 4.0)
+    assert (own.cost.estimate_s, default.cost.estimate_s) == pytest.approx((2.5, 4.0), rel=1e-3)

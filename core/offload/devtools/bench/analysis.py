@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from statistics import median
 from typing import Any
 
 from ...stats import mean, percentile
 from .load import Sample
-from .scenarios import EXPECTED_THROUGHPUT, ORACLE, POLICIES
+from .scenarios import EXPECTED_THROUGHPUT, ORACLE, POLICIES, SPIKE_EDGE, SPIKE_EVERY, SPIKE_MS
+
+# p2c_ewma's p99 may be at most this many times the oracle's, and a slowed server must lose its
+# traffic within MOVE_OFF_S.
+ORACLE_FACTOR = 1.2
+MOVE_OFF_S = 2.0
 
 
 def latency_summary(samples: list[Sample]) -> dict[str, float | int]:
@@ -67,6 +73,7 @@ def local_per_second(samples: list[Sample], local: str) -> list[int]:
 
 
 def analyse_policies(result: dict[str, Any]) -> dict[str, Any]:
+    """Per contender: latency, errors, shares; per policy also the oracle beside it and the ratio of the p99s."""
     rows = {}
     for policy, samples in result["runs"].items():
         answered = [sample for sample in samples if sample.status == 200]
@@ -76,7 +83,38 @@ def analyse_policies(result: dict[str, Any]) -> dict[str, Any]:
             "errors": len(samples) - len(answered),
             "share": {name: round(shares[name] / max(len(samples), 1), 3) for name in result["servers"]},
         }
-    return {"rows": rows, "service_ms": result["service_ms"], "oracle_target": result["oracle_target"]}
+    for policy, samples in result.get("alongside", {}).items():
+        oracle_p99 = latency_summary([sample for sample in samples if sample.status == 200])["p99_ms"]
+        rows[policy]["oracle_beside_p99_ms"] = oracle_p99
+        rows[policy]["vs_oracle"] = round(rows[policy]["p99_ms"] / oracle_p99, 3) if oracle_p99 > 0 else None
+    return {
+        "rows": rows,
+        "service_ms": result["service_ms"],
+        "oracle_target": result["oracle_target"],
+        "servers": result["servers"],
+    }
+
+
+def p2c_against_oracle(policies: dict[str, Any]) -> tuple[float, float]:
+    """p2c_ewma's p99 and the oracle's beside it (the oracle's whole run when not run beside it)."""
+    rows = policies["rows"]
+    p2c = rows["p2c_ewma"]
+    return p2c["p99_ms"], p2c.get("oracle_beside_p99_ms", rows[ORACLE]["p99_ms"])
+
+
+def repeat_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """p2c_ewma against the oracle in each repeat of a comparison: the ratios, their median and the worst."""
+    pairs = [p2c_against_oracle(policies) for policies in runs]
+    ratios = [round(p2c / oracle, 3) for p2c, oracle in pairs]
+    return {
+        "p2c_p99_ms": [p2c for p2c, _ in pairs],
+        "oracle_p99_ms": [oracle for _, oracle in pairs],
+        "ratios": ratios,
+        "median_ratio": round(median(ratios), 3),
+        "worst_ratio": max(ratios),
+        "within_goal": sum(1 for ratio in ratios if ratio <= ORACLE_FACTOR),
+        "repeats": len(ratios),
+    }
 
 
 def analyse_faults(result: dict[str, Any]) -> dict[str, Any]:
@@ -112,26 +150,72 @@ def analyse_faults(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def goals(original: dict[str, Any], policies: dict[str, Any], faults: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goals, each with the figure that decides it."""
-    rows = policies["rows"]
-    p2c, oracle = rows["p2c_ewma"]["p99_ms"], rows[ORACLE]["p99_ms"]
-    return [
+def against(row: dict[str, Any]) -> str:
+    """A policy's p99 as a multiple of the oracle's beside it."""
+    return "-" if row.get("vs_oracle") is None else f"{row['vs_oracle']:.2f}x"
+
+
+def closer_to_oracle(rows: dict[str, Any], policy: str, others: tuple[str, ...]) -> bool:
+    """Whether ``policy``'s p99 is nearer the oracle's than each of ``others``' (by the ratio to the oracle
+    beside each, or by the plain p99 when none ran beside them)."""
+    key = "vs_oracle" if all(rows[name].get("vs_oracle") is not None for name in (policy, *others)) else "p99_ms"
+    return all(rows[policy][key] < rows[name][key] for name in others)
+
+
+def oracle_goal(goal: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """The goal "p2c_ewma p99 <= 1.2 x the oracle's", met when it holds in every repeat."""
+    if summary["repeats"] == 1:
+        p2c, oracle, ratio = summary["p2c_p99_ms"][0], summary["oracle_p99_ms"][0], summary["ratios"][0]
+        figure = f"{p2c:.2f} ms vs oracle {oracle:.2f} ms ({ratio:.2f}x)"
+    else:
+        figure = (
+            f"{summary['within_goal']} of {summary['repeats']} repeats; ratio median "
+            f"{summary['median_ratio']:.2f}x, worst {summary['worst_ratio']:.2f}x"
+        )
+    return {"goal": goal, "figure": figure, "met": summary["within_goal"] == summary["repeats"]}
+
+
+def goals(
+    original: dict[str, Any],
+    policies: list[dict[str, Any]],
+    faults: dict[str, Any],
+    spikes: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The issue's goals, each with the figure that decides it; ``policies`` and ``spikes`` hold one
+    analysis per repeat, and the comparisons with the oracle must hold in every one."""
+    first = policies[0]["rows"]
+    # Each policy judged against the oracle beside it, so the moments each one happened to meet count alike.
+    beats = [closer_to_oracle(run["rows"], "p2c_ewma", ("random", "min_latency")) for run in policies]
+    shift = faults["traffic_shift_after_slowdown_s"]
+    rows = [
         {
             "goal": "zero failed idempotent requests when one of three edges dies under load",
             "figure": f"{faults['failed']} failed of {faults['requests']}",
             "met": faults["failed"] == 0,
         },
+        oracle_goal(f"p2c_ewma p99 <= {ORACLE_FACTOR:g} x the oracle's beside it", repeat_summary(policies)),
+    ]
+    if spikes:
+        rows.append(
+            oracle_goal(
+                f"the same while {SPIKE_EDGE} answers 1 request in {SPIKE_EVERY} {SPIKE_MS:g} ms late",
+                repeat_summary(spikes),
+            )
+        )
+    rows += [
         {
-            "goal": "p2c_ewma p99 <= 1.2 x the oracle's",
-            "figure": f"{p2c:.2f} ms vs oracle {oracle:.2f} ms ({p2c / oracle:.2f}x)",
-            "met": p2c <= 1.2 * oracle,
+            "goal": "p2c_ewma p99 better than random and min_latency, each against the oracle beside it",
+            "figure": ", ".join(
+                f"{name} {first[name]['p99_ms']:.2f} ms ({against(first[name])})"
+                for name in ("p2c_ewma", "random", "min_latency")
+            )
+            + (f"; better in {sum(beats)} of {len(beats)} repeats" if len(beats) > 1 else ""),
+            "met": all(beats),
         },
         {
-            "goal": "p2c_ewma p99 better than random and min_latency",
-            "figure": f"{p2c:.2f} ms vs random {rows['random']['p99_ms']:.2f} ms, "
-            f"min_latency {rows['min_latency']['p99_ms']:.2f} ms",
-            "met": p2c < rows["random"]["p99_ms"] and p2c < rows["min_latency"]["p99_ms"],
+            "goal": f"moves traffic off a slowed server within {MOVE_OFF_S:g} s",
+            "figure": f"last request to {faults['victim']} {shift:.3f} s after its slowdown",
+            "met": shift <= MOVE_OFF_S,
         },
         {
             "goal": "local throughput never above expected_throughput + 1 per window (original rule)",
@@ -139,6 +223,7 @@ def goals(original: dict[str, Any], policies: dict[str, Any], faults: dict[str, 
             "met": original["peak_local_throughput"] <= original["expected_throughput"] + 1,
         },
     ]
+    return rows
 
 
 POLICY_ORDER = (*POLICIES, ORACLE)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..tables import add_rows, as_text, table
 from .load import Sample
-from .scenarios import ORACLE, POLICY_EDGES
+from .scenarios import ORACLE, POLICY_WARMUP, SPIKE_EDGE, SPIKE_EVERY, SPIKE_MS
 
 BIN_S = 0.1
 
@@ -47,19 +47,52 @@ def original_table(figures: dict[str, Any]) -> str:
     )
 
 
-def policies_table(figures: dict[str, Any]) -> str:
-    servers = [spec.name for spec in POLICY_EDGES]
+def policies_table(figures: dict[str, Any], title: str | None = None) -> str:
+    """Each policy's latency and shares, with its p99 against the oracle's run beside it."""
+    servers = figures["servers"]
     service = ", ".join(f"{name} {figures['service_ms'][name]:g} ms" for name in servers)
-    policies = table("policy", "p50 ms", "p99 ms", "mean ms", "errors", *servers)
+    policies = table("policy", "p50 ms", "p99 ms", "mean ms", "errors", "p99 / oracle beside", *servers)
     for policy, row in figures["rows"].items():
         label = f"oracle ({figures['oracle_target']})" if policy == ORACLE else policy
         shares = [f"{100 * row['share'][name]:.1f}%" for name in servers]
+        versus = "-" if row.get("vs_oracle") is None else f"{row['vs_oracle']:.2f}x ({row['oracle_beside_p99_ms']:.2f})"
         add_rows(
-            policies, [(label, fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["mean_ms"]), row["errors"], *shares)]
+            policies,
+            [(label, fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["mean_ms"]), row["errors"], versus, *shares)],
         )
-    return as_text(
-        f"2. Policies side by side, same open-loop load (~330 req/s); true cost per request: {service}", policies
+    heading = title or "2. Policies side by side, same open-loop load (~330 req/s), each with the oracle beside it"
+    counted = f"true cost per request: {service}; {POLICY_WARMUP} warm-up requests not counted"
+    return as_text(f"{heading}; {counted}", policies)
+
+
+def spikes_title() -> str:
+    return (
+        f"2b. Lone outliers: {SPIKE_EDGE} answers 1 request in {SPIKE_EVERY} {SPIKE_MS:g} ms late "
+        "(p2c_ewma, the oracle beside it)"
     )
+
+
+def repeats_table(normal: dict[str, Any], spikes: dict[str, Any]) -> str:
+    """p2c_ewma's p99 against the oracle's in every repeat, without and with outliers."""
+    drawn = table("repeat", "p2c p99 ms", "oracle p99 ms", "ratio", "spikes: p2c p99 ms", "oracle p99 ms", "ratio")
+    for index in range(normal["repeats"]):
+        add_rows(
+            drawn,
+            [
+                (
+                    index + 1,
+                    fmt(normal["p2c_p99_ms"][index]),
+                    fmt(normal["oracle_p99_ms"][index]),
+                    f"{normal['ratios'][index]:.2f}x",
+                    fmt(spikes["p2c_p99_ms"][index]),
+                    fmt(spikes["oracle_p99_ms"][index]),
+                    f"{spikes['ratios'][index]:.2f}x",
+                )
+            ],
+        )
+    add_rows(drawn, [("median", "", "", f"{normal['median_ratio']:.2f}x", "", "", f"{spikes['median_ratio']:.2f}x")])
+    add_rows(drawn, [("worst", "", "", f"{normal['worst_ratio']:.2f}x", "", "", f"{spikes['worst_ratio']:.2f}x")])
+    return as_text(f"2c. p2c_ewma against the oracle in each of {normal['repeats']} repeats (fresh gateways)", drawn)
 
 
 def faults_table(figures: dict[str, Any]) -> str:

@@ -1,11 +1,11 @@
-"""The three benchmark scenarios: the original experiment, policies side by side, and faults."""
+"""The benchmark scenarios: the original experiment, policies side by side (also with outliers), and faults."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,21 @@ ORACLE = "oracle"
 POLICY_REQUESTS = 1600
 POLICY_ROUNDS = 4
 POLICY_GAP_MS = (2.0, 4.0)
+# Sent through every gateway before its rounds and not counted: a fresh process's first answers
+# are slow everywhere (connections opened, code run for the first time) and a policy meets each
+# server once; the comparison is about the choices after that.
+POLICY_WARMUP = 100
+
+# The same edges with the true best answering one request in 200 late: lone outliers, which
+# must not cost it its traffic. Only p2c_ewma (the default) runs it, beside the oracle.
+SPIKE_EDGE = "e5"
+SPIKE_EVERY = 200
+SPIKE_MS = 100.0
+SPIKE_EDGES = [
+    replace(spec, spike_every=SPIKE_EVERY, spike_ms=SPIKE_MS) if spec.name == SPIKE_EDGE else spec
+    for spec in POLICY_EDGES
+]
+SPIKE_POLICIES = ("p2c_ewma",)
 
 FAULT_EDGES = [EdgeSpec("f1", 1.0), EdgeSpec("f5", 5.0), EdgeSpec("f20", 20.0)]
 FAULT_REQUESTS = 2200
@@ -41,8 +56,11 @@ KILL_AT_S, RESTART_AT_S, SLOW_AT_S = 2.5, 5.5, 8.5
 SLOW_DELAY_MS = 40.0
 
 
-def total_requests() -> int:
-    return ORIGINAL_REQUESTS + POLICY_REQUESTS * (len(POLICIES) + 1) + FAULT_REQUESTS
+def total_requests(repeat: int = 1) -> int:
+    """Every request the decision bench sends, with the policy comparisons run ``repeat`` times."""
+    # Each policy's requests, and as many again to the oracle beside it.
+    decisions = 2 * (POLICY_REQUESTS + POLICY_WARMUP) * (len(POLICIES) + len(SPIKE_POLICIES))
+    return ORIGINAL_REQUESTS + repeat * decisions + FAULT_REQUESTS
 
 
 @dataclass
@@ -88,47 +106,79 @@ async def run_original(log_dir: Path, progress: Progress, seed: int) -> dict[str
     return {"samples": samples, "servers": [spec.name for spec in ORIGINAL_EDGES], "local": "local"}
 
 
-async def run_policies(log_dir: Path, progress: Progress, seed: int) -> dict[str, Any]:
-    """The same open-loop load through each policy and through the oracle.
+async def run_policies(
+    log_dir: Path,
+    progress: Progress,
+    seed: int,
+    edges: list[EdgeSpec] = POLICY_EDGES,
+    policies: tuple[str, ...] = POLICIES,
+    label: str = "policy",
+) -> dict[str, Any]:
+    """The same open-loop load through each policy, each time with the oracle beside it.
 
-    Every contender has its own gateway over the same edges, and the load is
-    sent in rounds that take the contenders in turn (in a rotating order), so a
-    hiccup of this shared machine falls on all of them alike instead of on
-    whichever happened to run at that moment.
+    Every contender has its own gateway over the same edges. The oracle knows
+    every server's true cost and always names the cheapest; it takes the same
+    load at the same moments as the policy it is compared with, so a hiccup of
+    this shared machine falls on both alike (taking turns, one of them could
+    meet a busy second the other never saw). The policies take turns in
+    rounds, in a rotating order.
     """
-    oracle_target = min(POLICY_EDGES, key=lambda spec: spec.service_ms).name
-    contenders = (*POLICIES, ORACLE)
-    runs: dict[str, list[Sample]] = {name: [] for name in contenders}
+    oracle_target = min(edges, key=lambda spec: spec.service_ms).name
+    runs: dict[str, list[Sample]] = {name: [] for name in (*policies, ORACLE)}
+    alongside: dict[str, list[Sample]] = {name: [] for name in policies}
     per_round = POLICY_REQUESTS // POLICY_ROUNDS
     async with Scenario(log_dir) as topology:
-        await topology.start_edges(POLICY_EDGES)
+        await topology.start_edges(edges)
         urls = {}
-        for name in contenders:
-            # The oracle knows every server's true cost and always names the cheapest.
+        for name in (*policies, ORACLE):
             _, urls[name] = await topology.start_gateway(
-                name, GatewayOptions(policy="random" if name == ORACLE else name)
+                f"{label}-{name}", GatewayOptions(policy="random" if name == ORACLE else name)
             )
         rng = random.Random(seed)
-        for round_index in range(POLICY_ROUNDS):
-            shift = round_index % len(contenders)
-            for name in contenders[shift:] + contenders[:shift]:
-                suffix = f"?server={oracle_target}" if name == ORACLE else ""
-                offset = round_index * POLICY_REQUESTS
-                samples = await open_loop(
-                    lambda i, url=urls[name], suffix=suffix, offset=offset: f"{url}/square/{offset + i}{suffix}",
-                    per_round,
+
+        async def pair(name: str, count: int, offset: int) -> tuple[list[Sample], list[Sample]]:
+            """``count`` requests through ``name``'s gateway and as many through the oracle's, at once."""
+            chosen, oracle = await asyncio.gather(
+                open_loop(
+                    lambda i: f"{urls[name]}/square/{offset + i}",
+                    count,
                     POLICY_GAP_MS,
                     random.Random(rng.random()),
                     progress,
-                    f"policy {name}",
-                )
-                runs[name].extend(samples)
+                    f"{label} {name}",
+                ),
+                open_loop(
+                    lambda i: f"{urls[ORACLE]}/square/{offset + i}?server={oracle_target}",
+                    count,
+                    POLICY_GAP_MS,
+                    random.Random(rng.random()),
+                    progress,
+                    f"{label} {name}",
+                ),
+            )
+            return chosen, oracle
+
+        for name in policies:
+            await pair(name, POLICY_WARMUP, POLICY_ROUNDS * POLICY_REQUESTS)
+        for round_index in range(POLICY_ROUNDS):
+            shift = round_index % len(policies)
+            for name in policies[shift:] + policies[:shift]:
+                chosen, oracle = await pair(name, per_round, round_index * POLICY_REQUESTS)
+                runs[name].extend(chosen)
+                runs[ORACLE].extend(oracle)
+                alongside[name].extend(oracle)
     return {
         "runs": runs,
-        "servers": [spec.name for spec in POLICY_EDGES],
-        "service_ms": {spec.name: spec.service_ms for spec in POLICY_EDGES},
+        "alongside": alongside,
+        "servers": [spec.name for spec in edges],
+        "service_ms": {spec.name: spec.service_ms for spec in edges},
         "oracle_target": oracle_target,
     }
+
+
+async def run_spikes(log_dir: Path, progress: Progress, seed: int) -> dict[str, Any]:
+    """p2c_ewma beside the oracle while the best edge answers one request in SPIKE_EVERY SPIKE_MS late."""
+    return await run_policies(log_dir, progress, seed, SPIKE_EDGES, SPIKE_POLICIES, "spikes")
 
 
 async def run_faults(log_dir: Path, progress: Progress, seed: int) -> dict[str, Any]:

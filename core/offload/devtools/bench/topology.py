@@ -19,12 +19,17 @@ HOST = LOOPBACK
 
 @dataclass(frozen=True)
 class EdgeSpec:
-    """One edge node: link delay, extra compute time, and whether it is the device itself."""
+    """One edge node: link delay, extra compute time, whether it is the device itself, and its outliers.
+
+    With ``spike_every`` N > 0 every Nth request it gets waits ``spike_ms`` more (``--spike-every``).
+    """
 
     name: str
     delay_ms: float
     compute_ms: float = 0.0
     local: bool = False
+    spike_every: int = 0
+    spike_ms: float = 0.0
 
     @property
     def service_ms(self) -> float:
@@ -70,6 +75,8 @@ class Topology:
                 "--name", spec.name, "--delay-ms", str(spec.delay_ms), "--compute-ms", str(spec.compute_ms),
                 "--processes", "1",
             ]  # fmt: skip
+            if spec.spike_every > 0:
+                argv += ["--spike-every", str(spec.spike_every), "--spike-ms", str(spec.spike_ms)]
             # offload-edge reads its operator token from the gateway's variable; in the environment,
             # not argv, where any local user could read it.
             process = self.group.start(spec.name, argv, url + "/health", env={TOKEN_ENV: self.edge_token})
