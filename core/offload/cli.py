@@ -41,11 +41,13 @@ def build_gateway(
     from .app import create_app
     from .connections import client_connection_cap, raise_descriptor_limit
     from .reload import install_reload_signal
+    from .serving_signals import stop_reliably_on_signals
 
     settings = load_settings(config, dict(overrides))
     app = create_app(settings, name="offload_gateway", workers=workers, bind_host=host)
     configure_logging(log_format)  # again: creating a Sanic app resets Sanic's loggers
     install_reload_signal(app, config, overrides)  # SIGHUP re-reads plugins.toml (offload reload sends it)
+    stop_reliably_on_signals(app)  # Sanic's own handlers can lose a SIGTERM that lands during startup
     # Client connections must never use up the descriptors upstream connections need.
     app.ctx.max_client_connections = client_connection_cap(app.ctx.max_client_connections, raise_descriptor_limit())
     return app
