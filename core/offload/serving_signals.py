@@ -1,42 +1,48 @@
 """A serving process of ``offload serve``: a SIGTERM/SIGINT that lands during startup is not lost.
 
 Sanic stops a serving process with ``app.stop()`` from a handler it puts on the
-event loop just before the ``after_server_start`` phase. Measured with
-``offload serve --port 0`` and a SIGTERM sent as soon as ``/health`` answers:
-between one signal in ten and one in two was lost, and the process served on
-until a second signal. The loop already answers requests before that phase, and
-Sanic runs it once per startup phase, then once to serve:
+event loop, in its runner's ``_setup_system_signals``, just before the
+``after_server_start`` phase. Measured with ``offload serve --port 0`` and a
+SIGTERM sent as soon as ``/health`` answers: between one signal in ten and one
+in two was lost, and the process served on until a second signal. The loop
+already answers requests before that phase, and Sanic runs it once per startup
+phase, then once to serve:
 
 * a signal that lands between two runs is noted by uvloop but only acted on
   when more signal data wakes the loop, that is not before a second signal;
-* a signal that lands while Sanic swaps its handlers in is ignored;
+* a signal that lands while Sanic swaps its handlers in is ignored (it sets
+  ``SIG_IGN`` first, which also discards a signal held pending);
 * a stop made during the ``after_server_start`` run stops that run only: its
   stop merges with the one the run ends with, and the serving run starts anyway.
 
-So from ``before_server_start`` on the two signals go to a plain
-``signal.signal`` handler (it runs at the next bytecode whether the loop runs or
-not) that queues the stop on the loop, and they are held (blocked, so kept
-pending) from then until Sanic's swap is undone in ``after_server_start``. The
-stop waits for the serving run (``app.state.is_running``) and calls
-``app.stop()`` once.
-
-Left: a signal that lands while the listening socket is being opened (before
-any request can be answered) is still dropped by Sanic's swap, which discards a
-pending signal it ignores.
+Holding the signals (blocked) across the swap still lost one in a loaded CI run:
+one that arrived while the socket opened was discarded by the swap. So the swap
+itself is skipped for the apps given to :func:`stop_reliably_on_signals`:
+from ``before_server_start`` on, the two signals go to a plain ``signal.signal``
+handler, which runs at the next bytecode whether the loop runs or not and queues
+the stop on the loop. The stop waits for the serving run
+(``app.state.is_running``) and calls ``app.stop()`` once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import threading
 from typing import Any
 
 from sanic import Sanic
+from sanic.server import runners as sanic_runners
+
+log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # How often a stop that landed during startup looks again for the serving run.
 STARTUP_RECHECK_S = 0.05
+# Set on app.ctx for an app whose serving processes stop through ServingStopper.
+OWN_HANDLERS_FLAG = "offload_stop_signals"
 
 
 class ServingStopper:
@@ -67,6 +73,26 @@ class ServingStopper:
         self.app.stop(terminate=False)
 
 
+def keep_own_handlers_through_sanic_startup() -> bool:
+    """Make Sanic's runner leave SIGTERM/SIGINT alone for flagged apps (once per process); False if it cannot."""
+    sanic_setup = getattr(sanic_runners, "_setup_system_signals", None)
+    if sanic_setup is None:
+        log.warning("this Sanic has no _setup_system_signals: a SIGTERM during startup may be lost")
+        return False
+    if getattr(sanic_setup, "offload_wrapped", False):
+        return True
+
+    def setup_system_signals(app: Sanic, run_multiple: bool, register_sys_signals: bool, loop: Any) -> None:
+        if getattr(app.ctx, OWN_HANDLERS_FLAG, False) and threading.current_thread() is threading.main_thread():
+            os.environ["SANIC_WORKER_PROCESS"] = "true"  # the one other thing Sanic's version does
+            return
+        sanic_setup(app, run_multiple, register_sys_signals, loop)
+
+    setup_system_signals.offload_wrapped = True  # type: ignore[attr-defined]
+    sanic_runners._setup_system_signals = setup_system_signals
+    return True
+
+
 def stop_reliably_on_signals(app: Sanic) -> None:
     """Make every process serving ``app`` stop on its first SIGTERM/SIGINT through :class:`ServingStopper`.
 
@@ -74,30 +100,19 @@ def stop_reliably_on_signals(app: Sanic) -> None:
     worker of ``--workers N``); a server run in another thread keeps Sanic's
     handlers.
     """
+    if not keep_own_handlers_through_sanic_startup():
+        return
     previous: dict[int, Any] = {}
     stoppers: list[ServingStopper] = []
 
-    def in_main_thread() -> bool:
-        return threading.current_thread() is threading.main_thread()
-
-    def install(take_from_loop: bool) -> None:
-        loop = asyncio.get_running_loop()
-        if not stoppers:
-            stoppers.append(ServingStopper(app, loop))
+    async def install(app: Sanic) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        setattr(app.ctx, OWN_HANDLERS_FLAG, True)
+        stopper = ServingStopper(app, asyncio.get_running_loop())
+        stoppers.append(stopper)
         for stop in STOP_SIGNALS:
-            if take_from_loop:
-                loop.remove_signal_handler(stop)  # Sanic's, through the loop
-            previous.setdefault(stop, signal.signal(stop, stoppers[0].on_signal))
-
-    async def before_listening(app: Sanic) -> None:
-        if in_main_thread():
-            install(take_from_loop=False)
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until Sanic's swap is undone
-
-    async def take_over(app: Sanic) -> None:
-        if in_main_thread():
-            install(take_from_loop=True)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one held meanwhile arrives now
+            previous[stop] = signal.signal(stop, stopper.on_signal)
 
     async def mark_stopping(app: Sanic) -> None:
         for stopper in stoppers:
@@ -109,7 +124,6 @@ def stop_reliably_on_signals(app: Sanic) -> None:
             signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
         previous.clear()
 
-    app.register_listener(before_listening, "before_server_start")
-    app.register_listener(take_over, "after_server_start")
+    app.register_listener(install, "before_server_start")
     app.register_listener(mark_stopping, "before_server_stop")
     app.register_listener(give_back, "after_server_stop")

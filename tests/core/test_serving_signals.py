@@ -13,7 +13,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from offload.serving_signals import STARTUP_RECHECK_S, ServingStopper
+from sanic.server import runners as sanic_runners
+
+from offload.serving_signals import STARTUP_RECHECK_S, ServingStopper, keep_own_handlers_through_sanic_startup
 
 # Before the fix about one start in three (one in ten to one in two) lost this signal.
 STARTS = 5
@@ -91,3 +93,9 @@ async def test_no_stop_once_the_serving_run_is_over() -> None:
     await asyncio.sleep(0)  # the queued stop runs
     stopper.stop_when_serving()
     assert app.stops == []
+
+
+def test_sanic_still_has_the_startup_step_that_would_swap_the_handlers() -> None:
+    # A Sanic that renamed it would silently bring the lost signals back: fail here instead.
+    assert keep_own_handlers_through_sanic_startup() is True
+    assert getattr(sanic_runners._setup_system_signals, "offload_wrapped", False) is True
