@@ -54,10 +54,12 @@ def test_fault_timings_come_from_failures_and_answers() -> None:
         "rows": {
             "random": {"p99_ms": 20.0},
             "min_latency": {"p99_ms": 15.0},
-            "p2c_ewma": {"p99_ms": 7.0},
+            "p2c_ewma": {"p99_ms": 7.0, "share": {"e5": 0.97, "e1": 0.03}},
             "oracle": {"p99_ms": 6.5},
-        }
+        },
+        "oracle_target": "e5",
     }
+    assert repeat_summary([policies])["p2c_off_best"] == [0.03]
     verdicts = {goal["goal"]: goal["met"] for goal in goals(original, [policies], figures)}
     assert list(verdicts.values()) == [True, True, True, True, False]  # 27 > 25 + 1
     assert "moves traffic off a slowed server within 2 s" in verdicts
@@ -104,6 +106,7 @@ def test_p2c_is_judged_against_the_oracle_beside_it_in_every_repeat() -> None:
     assert summary["ratios"] == [1.125, 1.071, 1.5]
     assert summary["median_ratio"] == 1.125 and summary["worst_ratio"] == 1.5
     assert summary["within_goal"] == 2 and summary["repeats"] == 3
+    assert summary["p2c_off_best"] == [0.0, 0.0, 0.0]  # every made-up answer came from e5
     faults = {"failed": 0, "requests": 10, "traffic_shift_after_slowdown_s": 0.1, "victim": "f1"}
     original = {"peak_local_throughput": 25, "expected_throughput": 25}
     verdicts = [goal["met"] for goal in goals(original, [calm, busy], faults, spikes=[calm, slow])]

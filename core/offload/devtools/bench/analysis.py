@@ -102,11 +102,21 @@ def p2c_against_oracle(policies: dict[str, Any]) -> tuple[float, float]:
     return p2c["p99_ms"], p2c.get("oracle_beside_p99_ms", rows[ORACLE]["p99_ms"])
 
 
+def p2c_off_best(policies: dict[str, Any]) -> float:
+    """The share of p2c_ewma's requests that went anywhere but the truly best server."""
+    return round(1.0 - policies["rows"]["p2c_ewma"]["share"][policies["oracle_target"]], 3)
+
+
 def repeat_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """p2c_ewma against the oracle in each repeat of a comparison: the ratios, their median and the worst."""
+    """p2c_ewma against the oracle in each repeat of a comparison: the ratios, their median and the worst.
+
+    With each repeat's share of p2c_ewma's requests sent elsewhere than the best
+    server: a high ratio with almost none sent elsewhere is the machine, not the policy.
+    """
     pairs = [p2c_against_oracle(policies) for policies in runs]
     ratios = [round(p2c / oracle, 3) for p2c, oracle in pairs]
     return {
+        "p2c_off_best": [p2c_off_best(policies) for policies in runs],
         "p2c_p99_ms": [p2c for p2c, _ in pairs],
         "oracle_p99_ms": [oracle for _, oracle in pairs],
         "ratios": ratios,
