@@ -405,6 +405,27 @@ async def test_bad_cache_settings_stop_startup_with_one_line(
     assert str(caught.value).startswith(f"[plugins.contracts] {message}") and "\n" not in str(caught.value)
 
 
+async def test_a_read_kept_by_one_replica_is_a_hit_on_another_sharing_redis(
+    chain_url: str, relay: RelayFactory, gateway: GatewayFactory, redis_server: Any
+) -> None:
+    counting, relay_url = await relay(chain_url)
+    document = cache_document(relay_url, probe_interval_s=0.1, cache_confirmations=0)
+    document["gateway"]["state"] = redis_server.url  # a real redis-server on loopback
+    first = await gateway(document)
+    second = await gateway(document)
+    for gw in (first, second):  # each follows the head with its own probes
+        await until(lambda gw=gw: _kept(gw, "eth_getBlockByNumber", ["0x2", False]), "block 2 to be final")
+    call = [{"to": COUNTER, "data": GET}, "0x2"]
+    answer, outcome = await rpc(first, "eth_call", call)
+    assert outcome == "miss" and int(answer["result"], 16) == 0
+    shared_answer, shared_outcome = await rpc(second, "eth_call", call)
+    assert shared_outcome == "hit" and shared_answer["result"] == answer["result"]
+    assert counting.count("eth_call", call) == 1
+    first_status, second_status = await cache_status(first), await cache_status(second)
+    assert first_status["shared"] is True and second_status["shared"] is True
+    assert second_status["shared_errors"] == 0
+
+
 # -- reorgs (a hardhat dev node, which can revert to a snapshot and mine another history) -----------
 
 
