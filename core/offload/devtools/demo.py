@@ -118,7 +118,7 @@ async def start_everything(group: ProcessGroup, options: DemoOptions, workdir: P
         if with_contracts:
             argv += chain_args(index == 0, chain_url)
         started.append(group.start(plan.name, argv, edges[plan.name] + "/health", env=token_env))
-    await asyncio.gather(*(group.wait_healthy(process) for process in started))
+    await asyncio.gather(*(group.wait_healthy(process, name=process.name) for process in started))
     contract_addresses = await deployed_contracts(edges[DEMO_EDGES[0].name]) if with_contracts else {}
 
     config_path = workdir / "plugins.toml"

@@ -112,8 +112,12 @@ class ProcessGroup:
         self.kill(process)
         self._launch(process)
 
-    async def wait_healthy(self, process: ManagedProcess, timeout_s: float = 20.0) -> None:
-        """Poll the health URL until it answers 200, the process exits, or time runs out."""
+    async def wait_healthy(self, process: ManagedProcess, timeout_s: float = 20.0, name: str | None = None) -> None:
+        """Poll the health URL until it answers 200, the process exits, or time runs out.
+
+        With ``name``, only an answer naming it counts: a port picked free can be taken by
+        another program before ours binds it, and that program's 200 must not pass for ours.
+        """
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -123,7 +127,7 @@ class ProcessGroup:
                     )
                 try:
                     async with session.get(process.health_url, timeout=aiohttp.ClientTimeout(total=1)) as response:
-                        if response.status == 200:
+                        if response.status == 200 and (name is None or await answer_names(response, name)):
                             return
                 except (aiohttp.ClientError, TimeoutError):
                     pass  # not listening yet
@@ -150,3 +154,12 @@ def kill_tree(popen: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(popen.pid, signal.SIGKILL)
     popen.wait()
+
+
+async def answer_names(response: aiohttp.ClientResponse, name: str) -> bool:
+    """Whether a health answer is JSON whose ``name`` is ``name``."""
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("name") == name

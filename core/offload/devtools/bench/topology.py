@@ -82,7 +82,7 @@ class Topology:
             process = self.group.start(spec.name, argv, url + "/health", env={TOKEN_ENV: self.edge_token})
             self.edges[spec.name], self.urls[spec.name], self.specs[spec.name] = process, url, spec
             started.append(process)
-        await asyncio.gather(*(self.group.wait_healthy(process) for process in started))
+        await asyncio.gather(*(self.group.wait_healthy(process, name=process.name) for process in started))
 
     def gateway_config(self, options: GatewayOptions) -> str:
         servers = ",\n".join(
@@ -144,7 +144,7 @@ class Topology:
 
     async def restart(self, name: str) -> None:
         self.group.restart(self.edges[name])
-        await self.group.wait_healthy(self.edges[name])
+        await self.group.wait_healthy(self.edges[name], name=name)
 
 
 def toml_value(value: bool | int | float | str) -> str:
