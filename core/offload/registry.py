@@ -49,6 +49,8 @@ class Server:
     last_probe_at: float | None = None
     height: int | None = None  # progress reported by probes (e.g. latest block), if any
     measured_by_requests: bool = False  # whether real requests (not only probes) shaped the cost
+    # The first request's answer while the server is unproven: the second one decides with it.
+    first_answer_s: float | None = None
     added_at: float = field(default_factory=time.time)
     # When it last answered anything (or took a request while idle), in perf_counter time:
     # a server with requests in flight that stays quiet is checked for a hang (offload.stalls).
@@ -108,20 +110,35 @@ class Server:
         A probe's round trip says how far the server is, not how long its tasks
         take: it seeds the peak-EWMA cost of a server no request has measured yet
         but never pulls down the cost that real requests established. The first
-        request's answer replaces that seed outright: it measures what the probe
-        could not (the task itself), so it is no spike against the probe's figure.
+        two requests' answers replace that seed outright, with the faster of the
+        two: they measure what the probe could not (the task itself), so they are
+        no spike against the probe's figure, and one answer alone is not believed.
+        A first answer that was an outlier (one in 200 100 ms late, a cold
+        connection) used to become the cost outright, as the level ordinary
+        samples set, which fades over minutes: the fastest edge then lost every
+        comparison for a whole bench run (all of p2c_ewma's requests elsewhere).
+        Until the second answer the seed keeps the server in the comparison, one
+        request at a time (:meth:`load`).
         """
         self.last_latency_s = seconds
         if self.latency_ewma_s is None:
             self.latency_ewma_s = seconds
         else:
             self.latency_ewma_s += LATENCY_EWMA_ALPHA * (seconds - self.latency_ewma_s)
-        if from_request:
+        if not from_request:
             if not self.measured_by_requests:
-                self.cost.reset()
+                self.cost.observe(seconds, concurrency)
+            return
+        if not self.measured_by_requests:
+            if self.first_answer_s is None:
+                self.first_answer_s = seconds
+                if self.cost.cost_s < 0:  # no probe seed to keep it in the comparison: this answer must do
+                    self.cost.observe(seconds, concurrency)
+                return
+            seconds, self.first_answer_s = min(seconds, self.first_answer_s), None
+            self.cost.reset()
             self.measured_by_requests = True
-        if from_request or not self.measured_by_requests:
-            self.cost.observe(seconds, concurrency)
+        self.cost.observe(seconds, concurrency)
 
     def record_success(self, seconds: float, concurrency: int = 1) -> None:
         """A request answered in ``seconds``; ``concurrency`` requests (itself included) were in flight."""
@@ -130,6 +147,7 @@ class Server:
             # not by the penalties it collected while it was down.
             self.cost.reset()
             self.measured_by_requests = False
+            self.first_answer_s = None
         self.record_latency(seconds, concurrency)
         self.breaker.on_success()
         self.last_success_at = time.time()

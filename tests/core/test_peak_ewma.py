@@ -121,15 +121,39 @@ def test_an_unproven_server_takes_one_request_at_a_time() -> None:
     assert server.load() == math.inf  # ... but until a request answers, one at a time
     server.inflight = 0
     server.record_success(0.015, concurrency=1)
+    server.record_success(0.015, concurrency=1)  # a second answer: now it is measured
     server.record_probe(True, 0.001, None, None)  # a probe no longer lowers a measured cost
     server.inflight = 1
     assert server.load() == pytest.approx(0.030, rel=1e-3)
 
 
-def test_the_first_request_replaces_the_probes_seed() -> None:
+def test_the_first_two_requests_replace_the_probes_seed() -> None:
     clock = FakeClock()
     server = Server("near-but-slow", "http://127.0.0.1:7000", cost=PeakEwma(clock=clock))
     server.record_probe(True, 0.001, None, None)  # probes see the link, not the task
     clock.now += 0.5
     server.record_success(0.013)  # the task takes 13 ms: no spike against the probe's 1 ms
+    assert server.cost.estimate_s == pytest.approx(0.001, rel=0.1)  # one answer is not yet believed
+    server.record_success(0.013)
     assert server.cost.estimate_s == pytest.approx(0.013)
+
+
+def test_a_first_answer_that_was_an_outlier_does_not_become_the_cost() -> None:
+    clock = FakeClock()
+    server = Server("fast", "http://127.0.0.1:7000", cost=PeakEwma(clock=clock))
+    server.record_probe(True, 0.001, None, None)
+    server.record_success(0.105)  # its first answer was the one in 200 that came 100 ms late
+    server.inflight = 0
+    assert server.load() < 0.005  # still in the comparison: the next request comes here
+    server.record_success(0.005)
+    assert server.cost.estimate_s == pytest.approx(0.005)
+    clock.now += 5.0
+    assert server.cost.estimate_s > 0.004  # a measured 5 ms, not a 105 ms outlier fading for minutes
+
+
+def test_without_a_probe_seed_the_first_answer_stands_until_the_second() -> None:
+    server = Server("unprobed", "http://127.0.0.1:7000", cost=PeakEwma(clock=FakeClock()))
+    server.record_success(0.020)
+    assert server.cost.estimate_s == pytest.approx(0.020)
+    server.record_success(0.008)
+    assert server.cost.estimate_s == pytest.approx(0.008)  # the faster of the two

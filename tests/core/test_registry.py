@@ -76,6 +76,8 @@ def test_latency_averages_probes_and_failures() -> None:
     server.record_latency(0.010)
     server.record_latency(0.020)
     assert server.latency_ewma_s == pytest.approx(0.013)
+    assert server.cost.estimate_s == pytest.approx(0.010, rel=1e-3)  # the faster of its first two answers
+    server.record_latency(0.020)
     # Peak-sensitive once a later request confirms it (see test_peak_ewma); a lone slower sample moves it a little.
     assert 0.010 < server.cost.estimate_s < 0.012
     server.record_probe(False, None, "probe failed: refused", None)
