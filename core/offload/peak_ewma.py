@@ -52,8 +52,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# The concurrency a server absorbs falls by this share of the gap per sample (a few hundred samples).
-CONCURRENCY_ALPHA = 0.01
+# The concurrency a server absorbs falls by this share of the gap per sample (a few thousand samples):
+# at 0.01 it fell back within a second between bursts, and each new burst at the fastest edge sent
+# 0.3-0.7 % of p2c's requests to a server twice as slow, enough to lift its p99 1.3-1.8x (bench --repeat).
+CONCURRENCY_ALPHA = 0.001
 # The least weight one answer gets: the cost follows the last ~10 answers even when they come quickly.
 SAMPLE_WEIGHT = 0.1
 # An unconfirmed slow answer counts as at most this many times the cost.
