@@ -86,7 +86,6 @@ class Run:
     head: int = 0
     contract: str = ""
     gateway_url: str = ""
-    cache_settings: bool = True
     notes: list[str] = field(default_factory=list)
     results: dict[str, list[MixedResult]] = field(default_factory=dict)
     hot_pct: dict[str, int | None] = field(default_factory=dict)
@@ -94,13 +93,9 @@ class Run:
     burst: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_table(enabled: bool | None) -> str:
-    """The cache keys of ``[plugins.contracts]`` (None: leave them out, the plugin does not know them).
-
-    Off means the gateway as it was before the cache: nothing kept, nothing coalesced.
-    """
-    if enabled is None:
-        return ""
+def cache_table(enabled: bool) -> str:
+    """The cache keys of ``[plugins.contracts]``; off means the gateway as it was before the cache:
+    nothing kept, nothing coalesced."""
     value = "true" if enabled else "false"
     return f"cache = {value}\ncoalesce = {value}\n"
 
@@ -123,23 +118,6 @@ async def mine(session: aiohttp.ClientSession, node: str, blocks: int) -> int:
     return int(await rpc("eth_blockNumber", []), 16)
 
 
-async def knows_cache_settings(workdir: Path, config: str) -> bool:
-    """Whether ``offload validate`` accepts ``config`` (one with the cache keys)."""
-    path = workdir / "probe-cache-settings.toml"
-    path.write_text(config)
-    argv = [sys.executable, "-m", "offload", "validate", "--config", str(path)]
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        async with asyncio.timeout(60):
-            return await process.wait() == 0
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return False
-
-
 @dataclass(frozen=True)
 class Started:
     """The URLs the measurements need."""
@@ -159,25 +137,18 @@ async def start_all(group: ProcessGroup, workdir: Path, run: Run, proxy: Countin
     run.contract = addresses["Hello"]
     env = {KEY_ENV: DEMO_PRIVATE_KEY}  # the node's funded dev account; only reads are sent
 
-    def config(node_url: str, cache: bool | None) -> str:
+    def config(node_url: str, cache: bool) -> str:
         # The math pool in front of the constant upstream gives a floor; contracts go to the node.
         quiet = f"[gateway]\nprobe_interval_s = {QUIET_PROBE_INTERVAL_S}\n"
         text = single_upstream_config(constant).replace("[gateway]\n", quiet, 1)
         return text + contracts_config({"node": node_url}, addresses) + cache_table(cache)
 
-    run.cache_settings = await knows_cache_settings(workdir, config(node, False))
-    if not run.cache_settings:
-        run.notes.append("the contracts plugin has no 'cache' setting yet: every gateway runs it as it is")
-
-    def setting(enabled: bool) -> bool | None:
-        return enabled if run.cache_settings else None
-
     await proxy.start(node)
     # Started together: each takes a second or two of CPU to import and build its app.
     uncached, cached, burst_gateway = await asyncio.gather(
-        start_gateway(group, workdir, "gateway-nocache", config(node, setting(False)), env),
-        start_gateway(group, workdir, "gateway-cache", config(node, setting(True)), env),
-        start_gateway(group, workdir, "gateway-burst", config(proxy.url, setting(True)), env),
+        start_gateway(group, workdir, "gateway-nocache", config(node, False), env),
+        start_gateway(group, workdir, "gateway-cache", config(node, True), env),
+        start_gateway(group, workdir, "gateway-burst", config(proxy.url, True), env),
     )
     contenders = [
         Contender(DIRECT, node + "/rpc", 0),

@@ -60,7 +60,6 @@ def summarize(run: Run) -> dict[str, Any]:
             "head": run.head,
             "hot_names": HOT_KEYS,
         },
-        "cache_settings": run.cache_settings,
         "notes": run.notes,
         "results": rows,
         "burst": run.burst,
