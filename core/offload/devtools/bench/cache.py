@@ -38,6 +38,7 @@ from .cache_burst import CountingProxy, burst, node_requests
 from .cache_load import MixedLoad, MixedResult, Workload, call_body
 from .cache_report import BARE_FLOOR, CEILING, DIRECT, FLOOR, NO_CACHE, mix_name, render, summarize
 from .closed_loop import measure, wrk_available
+from .options import TimedRunOptions
 from .perf import median_run, single_upstream_config
 from .scale import json_get, start_chain, start_constant, start_gateway
 
@@ -54,17 +55,8 @@ QUIET_PROBE_INTERVAL_S = 600.0
 
 
 @dataclass(frozen=True)
-class CacheOptions:
+class CacheOptions(TimedRunOptions):
     """``--duration``, ``--rounds``, ``--json``; ``--quick`` makes it 1 s runs, one round."""
-
-    duration_s: float = 2.0
-    rounds: int = 3
-    json: bool = False
-    quick: bool = False
-
-    @property
-    def effective(self) -> tuple[float, int]:
-        return (1.0, 1) if self.quick else (self.duration_s, self.rounds)
 
 
 @dataclass(frozen=True)
@@ -244,7 +236,7 @@ async def run_cache(options: CacheOptions) -> int:
     if not contracts_available():
         print("offload bench cache: needs the contracts plugin (pip install -e plugins/contracts)", file=sys.stderr)
         return 2
-    duration_s, rounds = options.effective
+    duration_s, rounds = options.timing
     run = Run(duration_s, rounds)
     print(f"offload bench cache: load by wrk (a Lua script builds each eth_call), {rounds} round(s) of "
           f"{duration_s:g} s", file=sys.stderr)  # fmt: skip

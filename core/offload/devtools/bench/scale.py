@@ -44,6 +44,7 @@ from ..progress import status, status_done
 from ..tables import add_rows, as_text, goals_table, table
 from .closed_loop import LoadResult, wrk_available
 from .nginx import constant_config
+from .options import TimedRunOptions
 from .perf import Contender, measure_rounds, single_upstream_config
 from .topology import HOST
 
@@ -69,18 +70,13 @@ REDIS_STARTUP_S = 10.0
 
 
 @dataclass(frozen=True)
-class ScaleOptions:
+class ScaleOptions(TimedRunOptions):
     """``--duration``, ``--rounds``, ``--json``; ``--quick`` overrides the first two and the write count."""
-
-    duration_s: float = 2.0
-    rounds: int = 3
-    json: bool = False
-    quick: bool = False
 
     @property
     def effective(self) -> tuple[float, int, int]:
         """Seconds per run, rounds and writes per burst, as this run uses them."""
-        return (1.0, 1, QUICK_WRITES) if self.quick else (self.duration_s, self.rounds, WRITES)
+        return (*self.timing, QUICK_WRITES if self.quick else WRITES)
 
 
 # -- the shipped nginx config -------------------------------------------------------------
