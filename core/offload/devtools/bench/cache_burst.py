@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from ...responses import CACHE_HEADER
 from ..ports import free_port
 from .topology import HOST
 
@@ -126,7 +127,7 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, str | None, by
     status = int(lines[0].split()[1])
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     length = int(headers.get("content-length", "0"))
-    return status, headers.get("x-offload-cache"), await reader.readexactly(length)
+    return status, headers.get(CACHE_HEADER.lower()), await reader.readexactly(length)
 
 
 async def node_requests(session: aiohttp.ClientSession, node_url: str) -> int:
