@@ -458,7 +458,7 @@ def write_pid_file(path: Path, *, required: bool) -> None:
     """
     pid = os.getpid()
     try:
-        path.write_text(f"{pid}\n", encoding="ascii")
+        _replace_atomically(path, f"{pid}\n")
     except OSError as exc:
         if required:
             raise ConfigError(f"cannot write the pid file {path}: {exc.strerror or exc}") from None
@@ -471,6 +471,24 @@ def write_pid_file(path: Path, *, required: bool) -> None:
                 path.unlink()
 
     atexit.register(remove)
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a fresh file beside ``path``, then rename it over ``path``.
+
+    ``offload reload`` (or a supervisor) may read the pid file the moment it
+    appears; writing in place would let it see an empty or half-written file.
+    The rename makes the whole content appear at once, and an older file stays
+    whole until then.
+    """
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fresh.write_text(text, encoding="ascii")
+        os.replace(fresh, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            fresh.unlink()
+        raise
 
 
 def signal_gateway(path: Path) -> int:

@@ -380,3 +380,26 @@ async def test_reload_without_a_pid_file_says_where_it_looked(tmp_path: Path) ->
     result = await run_offload("reload", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"offload: error: no pid file {tmp_path / '.offload.pid'}")
+
+
+def test_the_pid_file_appears_whole_and_never_truncates_the_old_one(tmp_path: Path) -> None:
+    # A reader racing the write (offload reload while serve starts) must see the old
+    # PID or the new one, never an empty file: the new file is renamed into place.
+    from offload.reload import write_pid_file
+
+    pid_file = tmp_path / "gateway.pid"
+    pid_file.write_text("12345\n")
+    with pid_file.open() as reader_of_the_old_file:
+        write_pid_file(pid_file, required=True)
+        assert reader_of_the_old_file.read() == "12345\n", "the old file was rewritten in place"
+    assert pid_file.read_text() == f"{os.getpid()}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gateway.pid"], "no temporary file is left behind"
+
+
+def test_an_unwritable_pid_file_leaves_nothing_behind(tmp_path: Path) -> None:
+    from offload.errors import ConfigError
+    from offload.reload import write_pid_file
+
+    with pytest.raises(ConfigError, match="cannot write the pid file"):
+        write_pid_file(tmp_path / "missing-dir" / "gateway.pid", required=True)
+    assert list(tmp_path.iterdir()) == []
