@@ -157,7 +157,11 @@ class PeakEwma:
             return self.penalty_s
         return self._decayed(max(self.clock() - self.stamp, 0.0))[0]
 
-    def load(self, inflight: int) -> float:
-        """Expected latency times the queue a new request would join, relative to the usual one."""
+    def load(self, inflight: int, headroom: float = 1.0) -> float:
+        """Expected latency times the queue a new request would join, relative to the usual one.
+
+        ``headroom`` scales the usual concurrency: 1.5 counts a queue only beyond
+        half again as many requests at once as the server has been seen to serve.
+        """
         # Never below the measured latency: an idle server is no faster than it has shown.
-        return self.estimate_s * max(1.0, (inflight + 1) / self.concurrency)
+        return self.estimate_s * max(1.0, (inflight + 1) / (self.concurrency * headroom))

@@ -80,16 +80,18 @@ class Server:
             return False
         return self.probe_ok is not False and self.breaker.refresh() == HALF_OPEN and self.breaker.allows()
 
-    def load(self) -> float:
+    def load(self, headroom: float = 1.0) -> float:
         """Expected time for one more request here (peak EWMA x queue), for p2c and estimated completion.
 
         A server no request has measured yet (its cost is only a probe's round
         trip) takes one request at a time until the first answer tells its real
         cost: exploring a new or recovered server costs at most one slow request.
+        ``headroom`` > 1 trusts the server with that many times the requests at
+        once it has been seen to serve (see :meth:`PeakEwma.load`).
         """
         if not self.measured_by_requests and self.inflight > 0:
             return math.inf
-        return self.cost.load(self.inflight)
+        return self.cost.load(self.inflight, headroom)
 
     def load_key(self) -> tuple[float, int, float]:
         """What policies compare: the load, then (when unproven servers tie at infinity) the fewest
