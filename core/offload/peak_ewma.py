@@ -28,7 +28,9 @@ p2c_ewma lost the fastest edge for a whole run:
   Only peaks are forgiven at ``decay_s``; the level that ordinary samples
   set is forgiven ``LEVEL_DECAY_FACTOR`` times more slowly, so a server that is
   simply slower is tried again about once a minute, not every few seconds
-  (each such try is a slow request).
+  (each such try is a slow request). A peak can also be forgiven at once
+  (:meth:`PeakEwma.forgive_peak`), when a health probe shows the server as
+  fast as usual again.
 
 The load of a new request is Finagle's cost x (pending + 1), with one change:
 it is divided by the concurrency the server has been seen to absorb: the
@@ -78,6 +80,7 @@ class PeakEwma:
     # A slow answer awaiting confirmation: when it arrived and how slow it was.
     suspect_at: float | None = None
     suspect_s: float = 0.0
+    penalized_at: float | None = None  # the last failure charged (see forgive_peak)
 
     def observe(self, rtt_s: float, concurrency: float | None = None) -> None:
         """Fold in one round-trip time, measured with ``concurrency`` requests in flight (itself included)."""
@@ -134,6 +137,29 @@ class PeakEwma:
         level = self.level_s * math.exp(-elapsed / (LEVEL_DECAY_FACTOR * self.decay_s))
         return level + (self.cost_s - self.level_s) * math.exp(-elapsed / self.decay_s), level
 
+    def forgive_peak(self) -> bool:
+        """Drop the part of the cost a confirmed slowdown added, keeping the level ordinary samples set.
+
+        For when other evidence says the slowdown has passed (a health probe as
+        fast as usual, see :meth:`Server.record_latency`): an unchosen server is
+        not measured by requests, and its peak alone would keep it unchosen
+        until it fades at ``decay_s``. A failure's penalty is never forgiven
+        this way (a server can answer probes and still fail its tasks), nor is
+        anything within ``decay_s`` of one. Returns whether anything was dropped.
+        """
+        if self.cost_s < 0:
+            return False
+        now = self.clock()
+        if self.penalized_at is not None and now - self.penalized_at < self.decay_s:
+            return False
+        current, level = self._decayed(max(now - self.stamp, 0.0))
+        if current <= level * 1.01:  # no peak worth the name (ordinary samples leave a trace above the level)
+            return False
+        self.cost_s = self.level_s = level
+        self.suspect_at = None
+        self.stamp = now
+        return True
+
     def reset(self) -> None:
         """Forget the latency: the next sample sets the estimate."""
         self.cost_s = -1.0
@@ -148,7 +174,7 @@ class PeakEwma:
             current, level = self._decayed(max(now - self.stamp, 0.0))
         self.cost_s, self.level_s = max(current, self.penalty_s), level
         self.suspect_at = None
-        self.stamp = now
+        self.stamp = self.penalized_at = now
 
     @property
     def estimate_s(self) -> float:

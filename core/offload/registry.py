@@ -23,6 +23,12 @@ from .settings import ServerSpec
 # Weight of the newest sample in the plain latency average (min_latency): reacts
 # within a few requests yet is not thrown by one outlier.
 LATENCY_EWMA_ALPHA = 0.3
+# A probe at most this many times the usual round trip (plus PROBE_SLACK_S, for loopback jitter)
+# says a server's slowdown has passed: its peak-EWMA peak is forgiven (PeakEwma.forgive_peak).
+PROBE_AS_USUAL = 1.5
+PROBE_SLACK_S = 0.001
+# How far the usual probe round trip rises towards a slower probe, per probe.
+PROBE_USUAL_RISE = 0.01
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -49,6 +55,8 @@ class Server:
     last_probe_at: float | None = None
     height: int | None = None  # progress reported by probes (e.g. latest block), if any
     measured_by_requests: bool = False  # whether real requests (not only probes) shaped the cost
+    # Its usual health-probe round trip: follows a faster probe at once, a slower one only slowly.
+    probe_usual_s: float | None = None
     # The first request's answer while the server is unproven: the second one decides with it.
     first_answer_s: float | None = None
     added_at: float = field(default_factory=time.time)
@@ -121,6 +129,16 @@ class Server:
         comparison for a whole bench run (all of p2c_ewma's requests elsewhere).
         Until the second answer the seed keeps the server in the comparison, one
         request at a time (:meth:`load`).
+
+        A probe as fast as usual forgives a measured server's peak: without it,
+        a server that lost its traffic to a stall of this machine (every answer
+        late for a moment, but only the chosen server measured) stayed unchosen
+        for seconds, until its peak faded at ``decay_s``. In ``offload bench``
+        during a full test run, p2c_ewma once sent 637 of 1600 requests around
+        the best edge that way. A server that really turned slow answers its
+        probes slowly too, or fails its tasks (penalties are not forgiven); one
+        whose tasks alone are slow gets a suspect and a confirming request per
+        probe interval, the price of noticing at once when it recovers.
         """
         self.last_latency_s = seconds
         if self.latency_ewma_s is None:
@@ -130,6 +148,9 @@ class Server:
         if not from_request:
             if not self.measured_by_requests:
                 self.cost.observe(seconds, concurrency)
+            elif self.probe_usual_s is not None and seconds <= self.probe_usual_s * PROBE_AS_USUAL + PROBE_SLACK_S:
+                self.cost.forgive_peak()
+            self._learn_probe_usual(seconds)
             return
         if not self.measured_by_requests:
             if self.first_answer_s is None:
@@ -141,6 +162,18 @@ class Server:
             self.cost.reset()
             self.measured_by_requests = True
         self.cost.observe(seconds, concurrency)
+
+    def _learn_probe_usual(self, seconds: float) -> None:
+        """Fold a probe's round trip into the usual one: down at once, up by ``PROBE_USUAL_RISE`` a probe.
+
+        Slow to rise, so a server that turned slow for good is not taken for
+        usual within a few probes (about a hundred, at 1 %).
+        """
+        usual = self.probe_usual_s
+        if usual is None or seconds < usual:
+            self.probe_usual_s = seconds
+        else:
+            self.probe_usual_s = usual + PROBE_USUAL_RISE * (seconds - usual)
 
     def record_success(self, seconds: float, concurrency: int = 1) -> None:
         """A request answered in ``seconds``; ``concurrency`` requests (itself included) were in flight."""

@@ -21,9 +21,20 @@ from clocks import FakeClock
 Latency = Callable[[Server, float, int], float]  # (server, time sent, how many it got before) -> seconds
 
 
-def simulate(servers: list[Server], clock: FakeClock, latency: Latency, rate: float, until: float) -> list[tuple]:
-    """Send requests ``rate`` a second until ``until`` through p2c_ewma; returns (time sent, server) per request."""
+def simulate(
+    servers: list[Server],
+    clock: FakeClock,
+    latency: Latency,
+    rate: float,
+    until: float,
+    probe: Callable[[Server, float], float] | None = None,
+) -> list[tuple]:
+    """Send requests ``rate`` a second until ``until`` through p2c_ewma; returns (time sent, server) per request.
+
+    With ``probe`` (server, time -> round trip), every server is health-probed once a second.
+    """
     policy = P2CEwmaPolicy(random.Random(5))
+    next_probe = clock.now
     answers: list[tuple[float, int, Server, float, int]] = []
     order = itertools.count()
     sent_to = {server.name: 0 for server in servers}
@@ -35,6 +46,10 @@ def simulate(servers: list[Server], clock: FakeClock, latency: Latency, rate: fl
             server.inflight -= 1
             server.record_success(rtt, concurrency)
         clock.now = now
+        if probe is not None and now >= next_probe:
+            for server in servers:
+                server.record_probe(True, probe(server, now), None, None)
+            next_probe += 1.0
         server = policy.choose(servers)
         server.inflight += 1
         rtt = latency(server, now, sent_to[server.name])
@@ -156,3 +171,41 @@ def test_a_server_that_turns_a_little_slower_than_another_loses_the_traffic_once
     assert 15.0 < moved_at - 2.0 < 21.0
     later = [name for sent, name in picks if sent >= moved_at + 1.0]
     assert later.count("b") / len(later) > 0.99
+
+
+def test_after_a_stall_of_this_machine_a_probe_as_fast_as_usual_brings_the_traffic_back() -> None:
+    # For 100 ms from 2 s every answer takes 4x as long (the machine, not a server). Only the fast
+    # server, which had the traffic, shows it: its slowdown is confirmed and the traffic moves to b,
+    # whose figure is from before. Its peak alone would keep it unchosen for seconds; its next
+    # probe, as fast as ever, forgives the peak.
+    clock = FakeClock(0.0)
+
+    def stalled(sent: float) -> bool:
+        return 2.0 <= sent < 2.1
+
+    def latency(server: Server, sent: float, count: int) -> float:
+        return (0.006 if server.name == "a" else 0.013) * (4 if stalled(sent) else 1)
+
+    def probe(server: Server, at: float) -> float:
+        return 0.001 * (4 if stalled(at) else 1)
+
+    picks = simulate(pool(clock), clock, latency, rate=200, until=6.0, probe=probe)
+    assert [name for sent, name in picks if 2.1 <= sent < 2.5].count("b") > 0, "the stall moved the traffic"
+    back = [name for sent, name in picks if 3.1 <= sent < 6.0]  # after the first probe since the stall
+    assert back.count("a") / len(back) > 0.99
+
+
+def test_a_probe_does_not_bring_traffic_back_to_a_server_that_really_turned_slow() -> None:
+    clock = FakeClock(0.0)
+
+    def latency(server: Server, sent: float, count: int) -> float:
+        if server.name == "b":
+            return 0.012
+        return 0.046 if sent >= 2.0 else 0.006  # a's link slowed by 40 ms: its probes too
+
+    def probe(server: Server, at: float) -> float:
+        return 0.041 if server.name == "a" and at >= 2.0 else 0.001
+
+    picks = simulate(pool(clock), clock, latency, rate=100, until=6.0, probe=probe)
+    later = [name for sent, name in picks if sent >= 3.0]
+    assert set(later) == {"b"}

@@ -157,3 +157,32 @@ def test_without_a_probe_seed_the_first_answer_stands_until_the_second() -> None
     assert server.cost.estimate_s == pytest.approx(0.020)
     server.record_success(0.008)
     assert server.cost.estimate_s == pytest.approx(0.008)  # the faster of the two
+
+
+def test_a_forgiven_peak_leaves_the_level_ordinary_samples_set() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(decay_s=10, penalty_s=1.0, clock=clock)
+    assert cost.forgive_peak() is False  # nothing measured, nothing to forgive
+    cost.observe(0.010)
+    assert cost.forgive_peak() is False  # no peak
+    clock.now += 0.050
+    cost.observe(0.050)
+    clock.now += 0.060
+    cost.observe(0.050)  # sent after the first slow answer arrived: confirmed, the cost is the peak
+    assert cost.estimate_s == pytest.approx(0.050)
+    assert cost.forgive_peak() is True
+    assert cost.estimate_s == pytest.approx(0.010, rel=0.01)
+    clock.now += 0.010
+    cost.observe(0.050)  # a lone slow answer after that is only a suspect again
+    assert cost.estimate_s < 0.016
+
+
+def test_a_failure_penalty_is_not_forgiven_within_decay_s() -> None:
+    clock = FakeClock()
+    cost = PeakEwma(decay_s=10, penalty_s=1.0, clock=clock)
+    cost.observe(0.006)
+    cost.penalize()
+    clock.now += 5
+    assert cost.forgive_peak() is False and cost.estimate_s > 0.5
+    clock.now += 6
+    assert cost.forgive_peak() is True and cost.estimate_s < 0.01

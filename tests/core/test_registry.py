@@ -136,3 +136,27 @@ def test_a_failure_costs_the_failure_penalty_or_else_the_timeout() -> None:
     for server in (own, default):
         server.record_failure("HTTP 500", may_open=False)
     assert (own.cost.estimate_s, default.cost.estimate_s) == pytest.approx((2.5, 4.0), rel=1e-3)
+
+
+def test_a_probe_as_fast_as_usual_forgives_a_measured_servers_peak_and_a_slow_one_does_not() -> None:
+    from offload.peak_ewma import PeakEwma
+    from offload.registry import PROBE_USUAL_RISE, Server
+
+    clock = FakeClock()
+    server = Server("a", "http://127.0.0.1:7301", cost=PeakEwma(clock=clock))
+    server.record_probe(True, 0.002, None, None)
+    for _ in range(20):
+        clock.now += 0.01
+        server.record_success(0.006)
+    clock.now += 0.01
+    server.record_success(0.040)
+    clock.now += 0.05
+    server.record_success(0.040)
+    assert server.cost.estimate_s > 0.035
+    server.record_probe(True, 0.009, None, None)  # 4.5x the usual probe: the slowdown goes on
+    assert server.cost.estimate_s > 0.035
+    assert server.probe_usual_s == pytest.approx(0.002 + PROBE_USUAL_RISE * 0.007)
+    server.record_probe(True, 0.0025, None, None)  # as usual: the peak is forgiven
+    assert server.cost.estimate_s == pytest.approx(0.006, rel=0.1)
+    usual = 0.002 + PROBE_USUAL_RISE * 0.007
+    assert server.probe_usual_s == pytest.approx(usual + PROBE_USUAL_RISE * (0.0025 - usual))
